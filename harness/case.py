@@ -1,0 +1,76 @@
+"""A case: one model x workload x technique combination with every setting that determines it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION = 1
+
+# Settings that decide whether a case finishes, not what it measures: two runs that differ only in
+# these are still comparable, so they stay out of the id.
+RUN_SETTINGS = frozenset({"repeats", "timeout_s", "memory_limit_bytes", "sample_interval_ms", "timing_pass", "suite"})
+
+
+class TechniqueSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    config: dict[str, Any]
+
+
+class CaseSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    suite: str
+    model_name: str
+    model: dict[str, Any]  # resolved ModelConfig fields, before technique rewrites
+    workload_name: str
+    workload: dict[str, Any]  # resolved workload config, `kind` included
+    techniques_name: str
+    techniques: list[TechniqueSpec]  # in composition order; empty for the baseline
+    batch_size: int
+    seq_len: int
+    device: Literal["cpu", "cuda"]
+    dtype: Literal["float32", "bfloat16"]
+    seed: int
+    warmup_steps: int
+    measured_steps: int
+    threads: int
+    host_malloc_mmap_threshold_bytes: int | None
+    # run settings (see RUN_SETTINGS)
+    repeats: int
+    timeout_s: float
+    memory_limit_bytes: int | None
+    sample_interval_ms: float
+    timing_pass: bool
+
+    @property
+    def name(self) -> str:
+        base = f"{self.model_name}/{self.workload_name}/{self.techniques_name}"
+        wl = self.workload
+        if (self.batch_size, self.seq_len) != (wl.get("batch_size"), wl.get("seq_len")):
+            base += f"@b{self.batch_size}s{self.seq_len}"
+        return base
+
+    @property
+    def workload_kind(self) -> str:
+        return str(self.workload["kind"])
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the measurement; the case id hashes exactly this."""
+        data = self.model_dump(mode="json", exclude=set(RUN_SETTINGS))
+        # Names are labels; the definitions under them decide the measurement.
+        for label in ("model_name", "workload_name", "techniques_name"):
+            data.pop(label)
+        # The case's own batch_size/seq_len are what ran; the workload's defaults are not a second truth.
+        data["workload"] = {k: v for k, v in data["workload"].items() if k not in ("batch_size", "seq_len")}
+        return data
+
+    @property
+    def case_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,41 @@
+"""User-facing errors: each carries its exit code and prints as one line (cause, constraint, fix)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # run: a case failed; compare: a regression
+EXIT_USAGE = 2  # bad input: suite, flags, paths
+EXIT_INSUFFICIENT = 3  # compare: not enough data to judge
+
+
+class HarnessError(Exception):
+    """A mistake of the user's, not a bug: printed as one line, no traceback."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class SuiteError(HarnessError):
+    """A suite file that cannot be accepted: names the file and the key path."""
+
+    def __init__(self, path: str, key_path: str, problem: str) -> None:
+        where = f"{path}: {key_path}" if key_path else path
+        super().__init__(f"{where}: {problem}")
+        self.path, self.key_path, self.problem = path, key_path, problem
+
+
+def closest(word: str, choices: Iterable[str]) -> str:
+    """'; did you mean X?' for the nearest choice, or '' when nothing is near."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def allowed(choices: Iterable[str]) -> str:
+    return ", ".join(sorted(choices))

@@ -1,0 +1,77 @@
+"""Suite format v1: the strict shape of a suite file. Technique and workload options are validated by
+their own Config classes (see load.py), so adding one edits nothing here."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SUITE_VERSION = 1
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True)
+
+
+class Defaults(Strict):
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where cases run; cuda cases are `unsupported` on a machine without CUDA."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Parameter dtype of the model (bfloat16 = pure bf16 weights and optimizer state)."""
+    seed: int = 0
+    """Seeds weights and data: every technique of a model sees the same weights and batches."""
+    warmup_steps: int = Field(default=2, ge=0)
+    """Steps run before measuring (allocator warm-up, lazy init); never measured."""
+    measured_steps: int = Field(default=5, ge=1)
+    """Steps timed one by one; their median and IQR are reported."""
+    repeats: int = Field(default=1, ge=1)
+    """Timing processes per case: step times of all repeats are pooled (compare wants >= 3)."""
+    timeout_s: float = Field(default=900.0, gt=0)
+    """Wall-clock limit of one case process; past it the process group is killed -> `timeout`."""
+    threads: int = Field(default=1, ge=1)
+    """torch intra-op threads in the case: pinned, because 2 threads on 2 cores swing 0.8x-3.3x."""
+    memory_limit_bytes: int | None = Field(default=None, gt=0)
+    """Host RSS limit of a case; above it the case is killed and recorded as `oom`."""
+    sample_interval_ms: float = Field(default=5.0, ge=1.0, le=20.0)
+    """RSS (and NVML) sampling period of the parent, for the timeline and the sampled peak."""
+    timing_pass: bool = True
+    """Time steps in separate processes with the system allocator (see host_malloc_mmap_threshold_bytes)."""
+    host_malloc_mmap_threshold_bytes: int | None = Field(default=65536, ge=0)
+    """glibc's MALLOC_MMAP_THRESHOLD_ in the memory pass, so RSS tracks live tensors (null: glibc default)."""
+
+
+class ModelEntry(BaseModel):
+    """`size` names a model in harness/models/config.py; any ModelConfig field may follow to override."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    size: str
+
+
+class MatrixEntry(Strict):
+    model: list[str] = Field(min_length=1)
+    workload: list[str] = Field(min_length=1)
+    techniques: list[str] = Field(min_length=1)
+    batch_size: list[int] | None = None
+    """Overrides the workloads' batch sizes; each value makes its own case."""
+    seq_len: list[int] | None = None
+    """Overrides the workloads' sequence lengths; each value makes its own case."""
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    """Partial combinations to drop, e.g. {workload: infer, techniques: ckpt}."""
+    include: list[dict[str, Any]] = Field(default_factory=list)
+    """Whole combinations to add: model, workload, techniques (and optionally batch_size, seq_len)."""
+
+
+class Suite(Strict):
+    version: Literal[1]
+    """Suite format version; this harness reads version 1."""
+    name: str | None = None
+    """Label for the run; defaults to the file name."""
+    description: str | None = None
+    defaults: Defaults = Field(default_factory=Defaults)
+    models: dict[str, ModelEntry] = Field(min_length=1)
+    workloads: dict[str, dict[str, Any]] = Field(min_length=1)
+    """Named workloads: `kind` (train, infer, ...) and that kind's options."""
+    techniques: dict[str, list[str | dict[str, Any]]] = Field(min_length=1)
+    """Named technique combinations: a list of technique names or {name: {options}}; [] is the baseline."""
+    matrix: MatrixEntry | list[MatrixEntry]

@@ -1,0 +1,68 @@
+"""Technique registry: every module in this package defines one technique and registers it by import."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from harness.techniques.base import Context, Environment, Phase, StepPlan, Technique, TechniqueConfig
+
+__all__ = [
+    "Context",
+    "Environment",
+    "Phase",
+    "StepPlan",
+    "Technique",
+    "TechniqueConfig",
+    "compose",
+    "conflict",
+    "get",
+    "names",
+]
+
+_loaded = False
+
+
+def _load_all() -> None:
+    """Import every module of the package once, so adding a technique edits no central list."""
+    global _loaded
+    if _loaded:
+        return
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    _loaded = True
+
+
+def names() -> list[str]:
+    _load_all()
+    return sorted(Technique.registry)
+
+
+def get(name: str) -> type[Technique]:
+    _load_all()
+    return Technique.registry[name]
+
+
+def instantiate(name: str, options: Mapping[str, Any] | None) -> Technique:
+    cls = get(name)
+    return cls(cls.Config.model_validate(dict(options or {})))
+
+
+def compose(specs: Iterable[tuple[str, Mapping[str, Any] | None]]) -> list[Technique]:
+    """Instances in composition order: by phase, then `order`, then name (deterministic)."""
+    techs = [instantiate(name, opts) for name, opts in specs]
+    return sorted(techs, key=lambda t: (t.phase, t.order, t.name))
+
+
+def conflict(techniques: Iterable[Technique]) -> str | None:
+    """The first conflicting pair with its reason, or None. Conflicts are declared on either side."""
+    items = list(techniques)
+    for i, a in enumerate(items):
+        for b in items[i + 1 :]:
+            reason = a.conflicts.get(b.name) or b.conflicts.get(a.name)
+            if reason:
+                return f"{a.name} conflicts with {b.name}: {reason}"
+    return None

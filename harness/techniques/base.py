@@ -1,0 +1,159 @@
+"""The one interface every memory-saving technique implements, and the order they compose in.
+
+Composition order (torchtitan's habit: state it once, in one place):
+
+1. CONFIG     rewrite the ModelConfig before the model exists: SDPA attention, tied embeddings,
+              cross-layer sharing. Cheapest place to act: nothing is built twice.
+2. STRUCTURE  rewrite modules of the built model: pruning, then adapters/LoRA, then quantization.
+              Pruning comes before adapters so adapters are not pruned; quantization comes last so it
+              sees the final weights (QLoRA quantizes the frozen base under its adapters).
+3. WRAP       wrap modules: activation checkpointing, then sharding (FSDP wraps what checkpointing
+              already wrapped, as torchtitan's parallelize does).
+4. OPTIMIZER  choose the optimizer over the trainable parameters only (frozen weights carry no state).
+5. STEP       shape the training step: autocast, loss scaling, gradient accumulation, chunked loss.
+
+Within a phase, `order` breaks ties (lower first). Hooks a technique does not override are no-ops,
+so a technique acts only where it declares it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from harness.models.config import ModelConfig
+
+
+class Phase(IntEnum):
+    CONFIG = 0
+    STRUCTURE = 1
+    WRAP = 2
+    OPTIMIZER = 3
+    STEP = 4
+
+
+class TechniqueConfig(BaseModel):
+    """Options of one technique, as written under its name in a suite. Strict and frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the machine that runs the case offers; techniques decide from it whether they can run."""
+
+    cuda_available: bool
+    cuda_device_name: str | None = None
+    cuda_capability: tuple[int, int] | None = None
+    cpu_flags: frozenset[str] = frozenset()
+
+    @staticmethod
+    def has_module(name: str) -> bool:
+        return importlib.util.find_spec(name) is not None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a technique may read about the case it is applied to."""
+
+    device: str  # "cpu" or "cuda"
+    dtype: str  # parameter dtype: "float32" or "bfloat16"
+    workload: str  # workload kind: "train", "infer", "distill", ...
+    batch_size: int
+    seq_len: int
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+
+
+LossFn = Callable[["nn.Module", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+@dataclass
+class StepPlan:
+    """How one training step is run; STEP-phase techniques edit it.
+
+    `loss_fn(model, inputs, targets)` returns the mean next-token loss of a micro-batch.
+    """
+
+    loss_fn: LossFn
+    micro_batches: int = 1
+    contexts: list[Callable[[], contextlib.AbstractContextManager[Any]]] = field(default_factory=list)
+    # fp16 autocast needs loss scaling; a technique that sets this owns the scaler's use.
+    grad_scaler: Any = None
+
+    @contextlib.contextmanager
+    def context(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for make in self.contexts:
+                stack.enter_context(make())
+            yield
+
+
+class Technique:
+    """A memory-saving technique: one subclass per file under harness/techniques/.
+
+    Subclasses set `name` (the YAML key), `phase`, a docstring saying what it saves and costs, and
+    optionally `order`, `conflicts` (other name -> reason), `workloads` (kinds it applies to) and a
+    nested `Config(TechniqueConfig)`. Defining the subclass registers it.
+    """
+
+    name: ClassVar[str]
+    phase: ClassVar[Phase]
+    order: ClassVar[int] = 0
+    conflicts: ClassVar[Mapping[str, str]] = {}
+    # Workload kinds this technique means something for; None means all.
+    workloads: ClassVar[frozenset[str] | None] = None
+    # True when the technique must not change the math: losses are checked against the baseline's.
+    exact: ClassVar[bool] = False
+
+    class Config(TechniqueConfig):
+        pass
+
+    registry: ClassVar[dict[str, type[Technique]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            if cls.name in Technique.registry:
+                raise TypeError(f"technique {cls.name!r} is registered twice")
+            Technique.registry[cls.name] = cls
+
+    def __init__(self, config: TechniqueConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    # ---- decided in the parent, before a process is spent on the case ----
+    def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
+        """Why this technique cannot run here (needs CUDA, a package, ...), or None."""
+        return None
+
+    # ---- hooks, called in composition order; defaults do nothing ----
+    def configure_model(self, cfg: ModelConfig, ctx: Context) -> ModelConfig:
+        return cfg
+
+    def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        return model
+
+    def build_optimizer(self, params: list[torch.nn.Parameter], ctx: Context) -> torch.optim.Optimizer | None:
+        """Return an optimizer to replace the default AdamW, or None to leave the choice to others."""
+        return None
+
+    def plan_step(self, plan: StepPlan, ctx: Context) -> None:
+        return None
+
+    def launch_ranks(self, ctx: Context) -> int:
+        """How many ranks the case needs (ZeRO/FSDP); 1 runs in the case process itself."""
+        return 1
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config.model_dump(mode="json")}

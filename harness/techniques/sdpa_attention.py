@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from harness.models.config import ModelConfig
+from harness.techniques.base import Context, Phase, Technique
+
+
+class SdpaAttention(Technique):
+    """Fused attention (`torch.nn.functional.scaled_dot_product_attention`) instead of the explicit path.
+
+    Saves: the (B, nh, T, T) score and probability tensors the explicit path keeps for backward; the
+    fused kernel (flash / memory-efficient on CUDA, flash on CPU) keeps O(T) per head (output and
+    log-sum-exp), so attention memory becomes linear in sequence length (Dao et al. 2022).
+    Costs: nothing in quality (exact up to float rounding); usually faster.
+    """
+
+    name: ClassVar[str] = "sdpa_attention"
+    phase: ClassVar[Phase] = Phase.CONFIG
+
+    def configure_model(self, cfg: ModelConfig, ctx: Context) -> ModelConfig:
+        return cfg.replace(attention="sdpa")

@@ -1,0 +1,88 @@
+"""The workload interface: what one measured step does (train, infer, distill, ...)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from harness.models.config import ModelConfig
+from harness.models.transformer import Transformer
+from harness.techniques.base import Context, Phase, Technique
+
+if TYPE_CHECKING:
+    from harness.case import CaseSpec
+
+
+class WorkloadConfig(BaseModel):
+    """Options of a workload entry in a suite; `kind` selects the workload class."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
+
+    kind: str
+    """The workload kind: train, infer, ..."""
+    batch_size: int = Field(default=8, ge=1)
+    """Sequences per step."""
+    seq_len: int = Field(default=128, ge=2)
+    """Tokens per sequence."""
+
+
+class Session(ABC):
+    """A built workload inside the case process: the model and a `step()` that runs one step."""
+
+    model: nn.Module
+    samples_per_step: int
+    tokens_per_step: int
+
+    @abstractmethod
+    def step(self, i: int) -> float:
+        """Run step `i` (0-based over warm-up + measured steps) and return its loss."""
+
+    def extra_metrics(self) -> dict[str, Any]:
+        return {}
+
+
+class Workload(ABC):
+    name: ClassVar[str]
+    Config: ClassVar[type[WorkloadConfig]] = WorkloadConfig
+    registry: ClassVar[dict[str, type[Workload]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            Workload.registry[cls.name] = cls
+
+    def __init__(self, config: WorkloadConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def setup(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> Session:
+        """Build the model, data for `n_steps` steps and whatever the step needs."""
+
+
+def build_model(cfg: ModelConfig, techniques: list[Technique], ctx: Context) -> nn.Module:
+    """Config rewrites, build, cast and move, then module rewrites and wrappers, in declared order."""
+    for t in techniques:
+        if t.phase == Phase.CONFIG:
+            cfg = t.configure_model(cfg, ctx)
+    torch.manual_seed(ctx.seed)  # same initial weights for every technique of a model
+    model: nn.Module = Transformer(cfg).to(device=ctx.device, dtype=getattr(torch, ctx.dtype))
+    for t in techniques:
+        if t.phase > Phase.CONFIG:
+            model = t.transform_model(model, ctx)
+    return model
+
+
+def build_optimizer(model: nn.Module, techniques: list[Technique], ctx: Context) -> torch.optim.Optimizer:
+    """The first technique that offers an optimizer wins (conflicts keep it unique); else AdamW."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for t in techniques:
+        opt = t.build_optimizer(params, ctx)
+        if opt is not None:
+            return opt
+    # foreach=False: the multi-tensor path allocates temporaries of the whole state at once, which
+    # would make the optimizer step, not the technique, set the peak on small models.
+    return torch.optim.AdamW(params, lr=1e-3, foreach=False)

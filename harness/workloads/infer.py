@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from harness.case import CaseSpec
+from harness.data import random_batches
+from harness.models.config import ModelConfig
+from harness.models.transformer import next_token_loss
+from harness.techniques.base import Context, StepPlan, Technique
+from harness.workloads.base import Session, Workload, build_model
+from harness.workloads.train import plain_loss
+
+
+class InferSession(Session):
+    def __init__(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> None:
+        cfg = ModelConfig(**case.model)
+        self.model = build_model(cfg, techniques, ctx)
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        # STEP techniques (autocast) apply to inference too; the loss function is the plain one.
+        self.plan = StepPlan(loss_fn=plain_loss)
+        for t in techniques:
+            t.plan_step(self.plan, ctx)
+        self.batches = [
+            (x.to(ctx.device), y.to(ctx.device))
+            for x, y in random_batches(n_steps, case.batch_size, case.seq_len, cfg.vocab_size, case.seed)
+        ]
+        self.samples_per_step = case.batch_size
+        self.tokens_per_step = case.batch_size * case.seq_len
+
+    def step(self, i: int) -> float:
+        """One forward (prefill) over the batch without autograd; returns the next-token loss."""
+        inputs, targets = self.batches[i]
+        with torch.inference_mode(), self.plan.context():
+            return float(next_token_loss(self.model(inputs), targets))
+
+
+class Infer(Workload):
+    """Forward / prefill of a batch without gradients (inference mode)."""
+
+    name: ClassVar[str] = "infer"
+
+    def setup(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> Session:
+        return InferSession(case, techniques, ctx, n_steps)

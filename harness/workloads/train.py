@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from harness.case import CaseSpec
+from harness.data import random_batches
+from harness.models.config import ModelConfig
+from harness.models.transformer import next_token_loss
+from harness.techniques.base import Context, StepPlan, Technique
+from harness.workloads.base import Session, Workload, build_model, build_optimizer
+
+
+def plain_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return next_token_loss(model(inputs), targets)
+
+
+class TrainSession(Session):
+    def __init__(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> None:
+        cfg = ModelConfig(**case.model)
+        self.model = build_model(cfg, techniques, ctx)
+        self.model.train()
+        self.optimizer = build_optimizer(self.model, techniques, ctx)
+        self.plan = StepPlan(loss_fn=plain_loss)
+        for t in techniques:
+            t.plan_step(self.plan, ctx)
+        if case.batch_size % self.plan.micro_batches:
+            raise ValueError(f"batch {case.batch_size} is not divisible into {self.plan.micro_batches} micro-batches")
+        self.batches = [
+            (x.to(ctx.device), y.to(ctx.device))
+            for x, y in random_batches(n_steps, case.batch_size, case.seq_len, cfg.vocab_size, case.seed)
+        ]
+        self.samples_per_step = case.batch_size
+        self.tokens_per_step = case.batch_size * case.seq_len
+
+    def step(self, i: int) -> float:
+        """Forward + backward over the micro-batches, one optimizer step; returns the batch's mean loss."""
+        inputs, targets = self.batches[i]
+        k = self.plan.micro_batches
+        total = 0.0
+        scaler = self.plan.grad_scaler
+        for x, y in zip(inputs.chunk(k), targets.chunk(k), strict=True):
+            with self.plan.context():
+                loss = self.plan.loss_fn(self.model, x, y) / k
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            total += float(loss.detach())
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        # set_to_none frees the gradients between steps, as every modern training loop does.
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+
+class Train(Workload):
+    """Forward + backward + optimizer step (AdamW unless a technique chooses) on next-token loss."""
+
+    name: ClassVar[str] = "train"
+
+    def setup(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> Session:
+        return TrainSession(case, techniques, ctx, n_steps)
