@@ -155,5 +155,15 @@ class Technique:
         """How many ranks the case needs (ZeRO/FSDP); 1 runs in the case process itself."""
         return 1
 
+    def preload(self) -> None:
+        """Import heavy optional packages (peft, bitsandbytes, ...) here: the case process calls it before
+        it takes the memory base, so their import does not count as the model's memory."""
+        return None
+
+    def metrics(self, model: nn.Module) -> dict[str, Any]:
+        """Figures only this technique can state (sparsity reached, weight storage bytes, ...), measured on
+        the built model after the measured steps; keys carry units."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config.model_dump(mode="json")}

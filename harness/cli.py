@@ -1,0 +1,122 @@
+"""The command line: a thin typed layer over the library. `main(argv) -> exit code`.
+
+User mistakes (HarnessError) print one line and exit with their code; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness.errors import EXIT_FAILED, EXIT_OK, HarnessError
+
+OK_STATUSES = ("ok", "unsupported")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.suite.load import load_suite
+
+    for path in args.suites:
+        suite = load_suite(path)
+        print(f"{path}: ok, {len(suite.cases)} cases")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from harness.runner.suite_runner import detect_environment, unsupported_reason
+    from harness.suite.load import load_suite
+
+    suite = load_suite(args.suite)
+    env = detect_environment()
+    for case in suite.cases:
+        reason = unsupported_reason(case, env)
+        techs = "+".join(t.name for t in case.techniques) or "baseline"
+        note = f"  [unsupported: {reason}]" if reason else ""
+        print(f"{case.case_id}  {case.name}  ({techs}; batch {case.batch_size}, seq {case.seq_len}){note}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner.suite_runner import run_suite
+    from harness.suite.load import load_suite
+    from harness.summary import print_summary
+
+    suite = load_suite(args.suite)
+    console = Console(stderr=True)
+    with _progress(console) as bar:
+        task = bar.add_task("starting", total=len(suite.cases))
+        resume_done = 0
+
+        def on_case(case: Any, record: dict[str, Any] | None) -> None:
+            if record is None:
+                bar.update(task, description=case.name)
+            else:
+                bar.advance(task)
+
+        if args.resume:
+            from harness.results.store import RunStore
+
+            resume_done = len(RunStore.open_existing(args.resume).done_ids() & {c.case_id for c in suite.cases})
+            bar.update(task, completed=resume_done)
+        try:
+            outcome = run_suite(suite, args.results, resume=args.resume, progress=on_case)
+        except KeyboardInterrupt:
+            console.print("interrupted: finished cases are saved; `harness run SUITE --resume results/<run-id>` runs the rest")
+            return 130
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=160)  # logs and CI: a readable table rather than the 80-column default
+    print_summary(outcome.records, out)
+    failed = [r for r in outcome.records if r["status"] not in OK_STATUSES]
+    print(f"results: {outcome.store.path}  ({len(outcome.records)} cases, {len(failed)} failed)")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description="Benchmark memory-saving techniques for transformer LMs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate", help="check suite files; exit 2 with one line per problem")
+    v.add_argument("suites", nargs="+", type=Path)
+    v.set_defaults(func=cmd_validate)
+    ls = sub.add_parser("list", help="the expanded cases of a suite, with their ids")
+    ls.add_argument("suite", type=Path)
+    ls.set_defaults(func=cmd_list)
+    r = sub.add_parser("run", help="run every case of a suite in its own process")
+    r.add_argument("suite", type=Path)
+    r.add_argument("--results", type=Path, default=Path("results"), help="where run directories go (default results/)")
+    r.add_argument("--resume", type=Path, help="an earlier run directory: run only its missing cases")
+    r.set_defaults(func=cmd_run)
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+# Later subcommands (report, compare) register themselves here; the parser stays one small function.
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except HarnessError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""One case, end to end: a memory pass, then timing passes, merged into one result record."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.case import CaseSpec
+from harness.runner.parent import PEAK_PHASES, PassResult, run_pass
+from harness.runner.procmem import HAVE_PROC
+from harness.runner.sampler import Nvml
+from harness.runner.timeline import write_timeline
+
+RECORD_VERSION = 1
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def labels(case: CaseSpec, run_id: str) -> dict[str, Any]:
+    return {
+        "record_version": RECORD_VERSION,
+        "run_id": run_id,
+        "case_id": case.case_id,
+        "case_name": case.name,
+        "suite": case.suite,
+        "model_name": case.model_name,
+        "workload_name": case.workload_name,
+        "workload_kind": case.workload_kind,
+        "techniques_name": case.techniques_name,
+        "techniques": [t.name for t in case.techniques],
+        "batch_size": case.batch_size,
+        "seq_len": case.seq_len,
+        "device": case.device,
+        "dtype": case.dtype,
+        "spec": case.model_dump(mode="json"),
+    }
+
+
+def unsupported_record(case: CaseSpec, run_id: str, reason: str) -> dict[str, Any]:
+    t = now_iso()
+    return {**labels(case, run_id), "status": "unsupported", "error": reason, "started_at": t, "ended_at": t}
+
+
+def run_case(case: CaseSpec, run_dir: Path, run_id: str, nvml: Nvml | None) -> dict[str, Any]:
+    started, t0 = now_iso(), time.monotonic()
+    case_dir = run_dir / "cases" / case.case_id
+    mem = run_pass(case, case_dir, True, nvml, time.monotonic() + case.timeout_s)
+    timing: list[PassResult] = []
+    if mem.status == "ok" and case.timing_pass:
+        for _ in range(case.repeats):
+            timing.append(run_pass(case, case_dir, False, nvml, time.monotonic() + case.timeout_s))
+            if timing[-1].status != "ok":
+                break
+    record = {**labels(case, run_id), "started_at": started}
+    record.update(_status_fields(case, mem, timing))
+    record.update(_memory_fields(mem, nvml))
+    record.update(_child_fields(mem.child))
+    record.update(_time_fields(case, mem, timing))
+    record["timeline_file"] = write_timeline(case_dir / "timeline.json", mem, run_dir)
+    record["ended_at"] = now_iso()
+    record["wall_time_s"] = round(time.monotonic() - t0, 3)
+    return record
+
+
+def _status_fields(case: CaseSpec, mem: PassResult, timing: list[PassResult]) -> dict[str, Any]:
+    failed = next((p for p in [mem, *timing] if p.status != "ok"), None)
+    if failed is None:
+        return {"status": "ok", "error": None}
+    error = failed.error
+    if failed.status == "timeout":
+        error = f"exceeded timeout_s {case.timeout_s:g} (the process group was killed)"
+    which = "memory pass" if failed is mem else "timing pass"
+    out: dict[str, Any] = {"status": failed.status, "error": f"{which}: {error}"}
+    out.update(exit_code=failed.exit_code, stderr_tail=failed.stderr_tail)
+    if "oom_requested_bytes" in failed.child:
+        out["oom_requested_bytes"] = failed.child["oom_requested_bytes"]
+    if "traceback_tail" in failed.child:
+        out["traceback_tail"] = failed.child["traceback_tail"]
+    return out
+
+
+def _memory_fields(mem: PassResult, nvml: Nvml | None) -> dict[str, Any]:
+    phases = {p.name: p.to_dict() for p in mem.phases}
+    build = phases.get("build", {})
+    base = build.get("host_rss_start_bytes")
+    peaks = [phases[n]["host_rss_peak_bytes"] for n in PEAK_PHASES if phases.get(n, {}).get("host_rss_peak_bytes")]
+    sampled = [phases[n]["host_rss_sampled_peak_bytes"] for n in PEAK_PHASES if phases.get(n, {}).get("host_rss_sampled_peak_bytes")]
+    peak = max(peaks) if peaks else None
+    out: dict[str, Any] = {
+        "phases": phases,
+        "host_rss_base_bytes": base,
+        "host_rss_peak_bytes": peak,
+        "host_rss_peak_above_base_bytes": peak - base if peak is not None and base is not None else None,
+        "host_rss_sampled_peak_bytes": max(sampled) if sampled else None,
+        "host_peak_method": "vmhwm" if HAVE_PROC else "sampled",
+    }
+    out.update(_gpu_fields(phases, mem, nvml))
+    return out
+
+
+def _gpu_fields(phases: dict[str, Any], mem: PassResult, nvml: Nvml | None) -> dict[str, Any]:
+    def peak(key: str) -> int | None:
+        vals = [phases[n][key] for n in ("warmup", "measured") if phases.get(n, {}).get(key) is not None]
+        return max(vals) if vals else None
+
+    out = {
+        "gpu_peak_allocated_bytes": peak("gpu_peak_allocated_bytes"),
+        "gpu_peak_reserved_bytes": peak("gpu_peak_reserved_bytes"),
+        "gpu_process_peak_bytes": mem.gpu_process_peak_bytes,
+        "gpu_device_peak_bytes": mem.gpu_device_peak_bytes,
+    }
+    reasons = []
+    if out["gpu_peak_allocated_bytes"] is None:
+        reasons.append("torch allocator figures: the case does not run on CUDA")
+    if nvml is None or not nvml.available:
+        reasons.append(f"NVML: {nvml.reason if nvml else 'not initialised'}")
+    out["gpu_unavailable_reason"] = "; ".join(reasons) or None
+    return out
+
+
+def _child_fields(child: dict[str, Any]) -> dict[str, Any]:
+    """The child's figures (parameter counts, losses, technique metrics) as they are; status and timing
+    are merged elsewhere."""
+    skip = {"status", "error", "traceback_tail", "step_time_s", "step_cpu_time_s", "oom_requested_bytes"}
+    return {k: v for k, v in child.items() if k not in skip}
+
+
+def _time_fields(case: CaseSpec, mem: PassResult, timing: list[PassResult]) -> dict[str, Any]:
+    passes = [p for p in timing if p.status == "ok"] or ([mem] if mem.status == "ok" else [])
+    if not passes:
+        return {}
+    by_repeat = [p.child.get("step_time_s", []) for p in passes]
+    times = [t for rep in by_repeat for t in rep]
+    cpu = [t for p in passes for t in p.child.get("step_cpu_time_s", [])]
+    if not times:
+        return {}
+    med = statistics.median(times)
+    child = mem.child
+    return {
+        "timing_source": "timing_pass" if timing and passes[0] is not mem else "memory_pass",
+        "step_time_s": times,
+        "step_time_s_by_repeat": by_repeat,
+        "step_time_s_median": med,
+        "step_time_s_iqr": iqr(times),
+        "step_cpu_time_s": cpu,
+        "step_cpu_time_s_median": statistics.median(cpu) if cpu else None,
+        "tokens_per_s": child.get("tokens_per_step", 0) / med if med > 0 else None,
+        "samples_per_s": child.get("samples_per_step", 0) / med if med > 0 else None,
+    }
+
+
+def iqr(values: list[float]) -> float:
+    """Inter-quartile range (linear interpolation, like numpy's default); 0 for fewer than 2 values."""
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[2] - q[0]

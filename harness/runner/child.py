@@ -1,0 +1,166 @@
+"""The case process: reads a case file, runs the workload, announces phases, writes a result file.
+
+    python -m harness.runner.child CASE.json OUT.json WRITE_FD READ_FD
+
+At each phase boundary it writes one JSON line on WRITE_FD and blocks until the parent answers on
+READ_FD: the parent reads the kernel's high-water mark for the phase that ended and resets it before the
+next phase starts, so each phase's peak is exact. Failures are caught and written as results; the
+parent classifies a process that dies without writing one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+PHASE_MARKS = ("imported", "built", "warmed", "measured", "done")
+
+
+class Control:
+    def __init__(self, write_fd: int, read_fd: int) -> None:
+        self._w: IO[str] = os.fdopen(write_fd, "w", buffering=1)
+        self._r: IO[str] = os.fdopen(read_fd, "r")
+
+    def mark(self, name: str, **info: Any) -> None:
+        self._w.write(json.dumps({"mark": name, "t": time.monotonic(), **info}) + "\n")
+        self._w.flush()
+        if not self._r.readline():  # the parent is gone: nobody will read our figures
+            os._exit(3)
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when the runner dies, so a killed `harness run` leaves nothing behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:
+        os._exit(3)
+
+
+def _gpu_phase(torch: Any, on_cuda: bool) -> dict[str, Any]:
+    """torch's allocator peaks since the last mark, then reset, so every phase has its own peak."""
+    if not on_cuda:
+        return {}
+    torch.cuda.synchronize()
+    out = {
+        "gpu_peak_allocated_bytes": int(torch.cuda.max_memory_allocated()),
+        "gpu_peak_reserved_bytes": int(torch.cuda.max_memory_reserved()),
+    }
+    torch.cuda.reset_peak_memory_stats()
+    return out
+
+
+def _oom_bytes(message: str) -> int | None:
+    """The allocation size an OOM message names (CPU: 'you tried to allocate N bytes'; CUDA: 'Tried to
+    allocate 2.00 GiB')."""
+    m = re.search(r"tried to allocate (\d+) bytes", message, re.I)
+    if m:
+        return int(m.group(1))
+    m = re.search(r"Tried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB)", message)
+    if m:
+        scale = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[m.group(2)]
+        return int(float(m.group(1)) * scale)
+    return None
+
+
+def _classify(exc: BaseException, torch: Any) -> dict[str, Any]:
+    msg = f"{type(exc).__name__}: {exc}".strip()
+    first = msg.splitlines()[0][:500]
+    is_oom = isinstance(exc, MemoryError) or isinstance(exc, getattr(torch, "OutOfMemoryError", ()))
+    is_oom = is_oom or "can't allocate memory" in msg or "out of memory" in msg.lower()
+    if is_oom:
+        return {"status": "oom", "error": first, "oom_requested_bytes": _oom_bytes(msg)}
+    return {"status": "error", "error": first, "traceback_tail": traceback.format_exc()[-4000:]}
+
+
+def _model_figures(model: Any) -> dict[str, int]:
+    params = {id(p): p for p in model.parameters()}.values()  # shared tensors counted once
+    buffers = {id(b): b for b in model.buffers()}.values()
+    return {
+        "param_count": sum(p.numel() for p in params),
+        "param_bytes": sum(p.numel() * p.element_size() for p in params),
+        "trainable_param_count": sum(p.numel() for p in params if p.requires_grad),
+        "buffer_bytes": sum(b.numel() * b.element_size() for b in buffers),
+    }
+
+
+def run(case_path: Path, ctl: Control) -> dict[str, Any]:
+    import torch
+    import torch._dynamo  # noqa: F401  (optimizers import it lazily: +70 MiB that is no technique's)
+
+    from harness.case import CaseSpec
+    from harness.runner.session import context_for, open_session, techniques_for
+
+    case = CaseSpec.model_validate_json(case_path.read_text())
+    torch.set_num_threads(case.threads)
+    on_cuda = case.device == "cuda"
+    out: dict[str, Any] = {"threads": torch.get_num_threads(), "loss": []}
+    try:
+        for t in techniques_for(case):
+            t.preload()
+        if on_cuda:
+            torch.cuda.init()
+    except Exception as e:
+        out.update(_classify(e, torch))
+        return out
+    ctl.mark("imported", **_gpu_phase(torch, on_cuda))
+    try:
+        session = open_session(case, context_for(case))
+        out.update(_model_figures(session.model))
+        out["samples_per_step"], out["tokens_per_step"] = session.samples_per_step, session.tokens_per_step
+        ctl.mark("built", **_gpu_phase(torch, on_cuda))
+        _steps(torch, session, range(case.warmup_steps), out, on_cuda, timed=False)
+        ctl.mark("warmed", **_gpu_phase(torch, on_cuda))
+        _steps(torch, session, range(case.warmup_steps, case.warmup_steps + case.measured_steps), out, on_cuda)
+        ctl.mark("measured", **_gpu_phase(torch, on_cuda))
+        for t in techniques_for(case):
+            out.update(t.metrics(session.model))
+        out.update(session.extra_metrics())
+        out["status"] = "ok"
+    except Exception as e:  # a failure is a result: classify it and go on to report it
+        out.update(_classify(e, torch))
+    return out
+
+
+def _steps(torch: Any, session: Any, indices: range, out: dict[str, Any], on_cuda: bool, timed: bool = True) -> None:
+    times, cpu = out.setdefault("step_time_s", []), out.setdefault("step_cpu_time_s", [])
+    for i in indices:
+        if on_cuda:
+            torch.cuda.synchronize()
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = session.step(i)
+        if on_cuda:
+            torch.cuda.synchronize()
+        t1, c1 = time.perf_counter(), time.process_time()
+        out["loss"].append(loss)
+        if timed:
+            times.append(t1 - t0)
+            cpu.append(c1 - c0)
+
+
+def main(argv: list[str]) -> int:
+    case_path, out_path, write_fd, read_fd = Path(argv[0]), Path(argv[1]), int(argv[2]), int(argv[3])
+    _die_with_parent()
+    ctl = Control(write_fd, read_fd)
+    result = run(case_path, ctl)
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(out_path)
+    ctl.mark("done")  # the parent reads the last phase's high-water mark before we exit
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skips interpreter teardown (~0.4 s): nothing is left to measure
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,228 @@
+"""Run one case process and measure it from outside: the parent side of the phase protocol.
+
+The parent blocks on the child's control pipe (select with the time left until the case's deadline), so
+it never busy-waits; a sampler thread records RSS (and NVML) for the timeline. At each phase mark it
+reads VmHWM (the exact peak of the phase that just ended), resets it, and lets the child go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.case import CaseSpec
+from harness.runner import procmem
+from harness.runner.sampler import Nvml, Sampler, Samples
+
+# The phase each mark ends. After `measured`, the child may run untimed extras (breakdown, quality)
+# before `done`; they are measured as their own phase and kept out of the case's peak.
+PHASE_ENDED_BY = {"imported": "startup", "built": "build", "warmed": "warmup", "measured": "measured"}
+PEAK_PHASES = ("build", "warmup", "measured")
+
+
+@dataclass
+class Phase:
+    name: str
+    t_start_s: float
+    host_rss_start_bytes: int | None
+    t_end_s: float = 0.0
+    host_rss_peak_bytes: int | None = None
+    host_rss_sampled_peak_bytes: int | None = None
+    gpu: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host_rss_start_bytes": self.host_rss_start_bytes,
+            "host_rss_peak_bytes": self.host_rss_peak_bytes,
+            "host_rss_sampled_peak_bytes": self.host_rss_sampled_peak_bytes,
+            "duration_s": round(self.t_end_s - self.t_start_s, 6),
+            **self.gpu,
+        }
+
+
+@dataclass
+class PassResult:
+    """What one case process produced, as seen from both sides."""
+
+    status: str  # ok / oom / timeout / error
+    error: str | None
+    child: dict[str, Any]
+    phases: list[Phase]
+    samples: Samples
+    exit_code: int | None
+    stderr_tail: str | None
+    wall_time_s: float
+    gpu_process_peak_bytes: int | None = None
+    gpu_device_peak_bytes: int | None = None
+
+
+def child_env(case: CaseSpec, memory_pass: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    threads = str(case.threads)
+    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if memory_pass and case.host_malloc_mmap_threshold_bytes is not None:
+        # glibc keeps medium frees in its heap; with a low mmap threshold they go back to the OS, so RSS
+        # tracks live tensors and one phase's leftovers cannot hide the next phase's peak.
+        env["MALLOC_MMAP_THRESHOLD_"] = str(case.host_malloc_mmap_threshold_bytes)
+    return env
+
+
+def run_pass(case: CaseSpec, work_dir: Path, memory_pass: bool, nvml: Nvml | None, deadline: float) -> PassResult:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tag = "memory" if memory_pass else "timing"
+    case_file, out_file = work_dir / "case.json", work_dir / f"out-{tag}.json"
+    case_file.write_text(case.model_dump_json(indent=1))
+    out_file.unlink(missing_ok=True)
+    stderr_path = work_dir / f"stderr-{tag}.txt"
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    t0 = time.monotonic()
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.runner.child", str(case_file), str(out_file), str(from_child_w), str(to_child_r)],
+            pass_fds=(from_child_w, to_child_r),
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            env=child_env(case, memory_pass),
+            start_new_session=True,  # its own process group: a timeout kills it and all it started
+        )
+    os.close(from_child_w)
+    os.close(to_child_r)
+    interval = case.sample_interval_ms / 1000 if memory_pass else 0.02
+    sampler = Sampler(proc.pid, interval, t0, nvml, case.memory_limit_bytes)
+    sampler.start()
+    phases: list[Phase] = []
+    timed_out = False
+    try:
+        phases, timed_out = _follow(proc.pid, from_child_r, to_child_w, sampler, t0, deadline)
+    finally:
+        os.close(from_child_r)
+        os.close(to_child_w)
+        killed = _reap(proc, grace_s=0 if timed_out else 10)
+        sampler.stop()
+    return _finish(proc.returncode, timed_out, killed, sampler, phases, out_file, stderr_path, time.monotonic() - t0)
+
+
+def _reap(proc: subprocess.Popen[bytes], grace_s: float) -> bool:
+    """Wait for the case process to exit; past the grace period (or on timeout) kill its whole group.
+    Returns True when we killed it, so that our SIGKILL is not mistaken for the kernel's OOM killer."""
+    try:
+        proc.wait(timeout=grace_s)
+        return False
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.wait()
+        return True
+
+
+def _follow(
+    pid: int, rfd: int, wfd: int, sampler: Sampler, t0: float, deadline: float
+) -> tuple[list[Phase], bool]:
+    """Serve the child's phase marks until it finishes, dies, or runs past the deadline."""
+    phases = [Phase("startup", 0.0, None)]
+    buf = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return _close_open_phase(phases, pid, sampler, t0), True
+        ready, _, _ = select.select([rfd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(rfd, 65536)
+        if not chunk:  # the child exited (or died) without a final mark
+            return _close_open_phase(phases, pid, sampler, t0), False
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            msg = json.loads(line)
+            _on_mark(msg, phases, pid, sampler, t0)
+            os.write(wfd, b"ok\n")
+            if msg["mark"] == "done":
+                return phases, False
+
+
+def _on_mark(msg: dict[str, Any], phases: list[Phase], pid: int, sampler: Sampler, t0: float) -> None:
+    current = phases[-1]
+    current.t_end_s = time.monotonic() - t0
+    current.gpu = {k: v for k, v in msg.items() if k.startswith("gpu_")}
+    _close(current, pid, sampler)
+    if msg["mark"] == "done":
+        return
+    procmem.reset_hwm(pid)
+    nxt = {"imported": "build", "built": "warmup", "warmed": "measured", "measured": "extras"}[msg["mark"]]
+    phases.append(Phase(nxt, current.t_end_s, procmem.rss_bytes(pid)))
+
+
+def _close(phase: Phase, pid: int, sampler: Sampler) -> None:
+    sampled, _gpu = sampler.take_phase_max()
+    phase.host_rss_sampled_peak_bytes = sampled or None
+    hwm = procmem.hwm_bytes(pid)
+    # Where the kernel gives no high-water mark, the sampled peak is the best figure (and says so).
+    phase.host_rss_peak_bytes = hwm if hwm is not None else phase.host_rss_sampled_peak_bytes
+
+
+def _close_open_phase(phases: list[Phase], pid: int, sampler: Sampler, t0: float) -> list[Phase]:
+    phases[-1].t_end_s = time.monotonic() - t0
+    _close(phases[-1], pid, sampler)
+    return phases
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _finish(
+    rc: int | None,
+    timed_out: bool,
+    killed: bool,
+    sampler: Sampler,
+    phases: list[Phase],
+    out_file: Path,
+    stderr_path: Path,
+    wall: float,
+) -> PassResult:
+    child: dict[str, Any] = json.loads(out_file.read_text()) if out_file.exists() else {}
+    tail = _tail(stderr_path)
+    s = sampler.samples
+    gpu_proc = max(s.gpu_process_bytes) if s.gpu_process_bytes else None
+    gpu_dev = max(s.gpu_device_bytes) if s.gpu_device_bytes else None
+    status, error = _status(rc, timed_out, killed, sampler, child, tail)
+    keep_tail = tail if status != "ok" else None
+    return PassResult(status, error, child, phases, s, rc, keep_tail, wall, gpu_proc, gpu_dev)
+
+
+def _status(
+    rc: int | None, timed_out: bool, killed: bool, sampler: Sampler, child: dict[str, Any], tail: str
+) -> tuple[str, str | None]:
+    if timed_out:
+        return "timeout", None  # the caller words it with the limit
+    if sampler.killed_for_memory is not None:
+        return "oom", f"host RSS {sampler.killed_for_memory} bytes exceeded memory_limit_bytes {sampler.limit}"
+    if child.get("status"):
+        return str(child["status"]), child.get("error")
+    if rc is not None and rc < 0 and -rc == signal.SIGKILL and not killed:
+        # Killed by SIGKILL that we did not send: on Linux that is the kernel's OOM killer.
+        return "oom", "killed by SIGKILL (the kernel's OOM killer) before it could report"
+    last = tail.strip().splitlines()[-1] if tail.strip() else ""
+    return "error", f"case process exited with code {rc} without a result: {last}"[:500]
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode(errors="replace")

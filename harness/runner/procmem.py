@@ -1,0 +1,60 @@
+"""Host memory of another process, read from the kernel (see ../shared/docs/measurement.md).
+
+VmHWM is the kernel's exact resident high-water mark; writing "5" to /proc/<pid>/clear_refs resets it to
+the current RSS, which is how the parent gets an exact peak per phase. `ru_maxrss` is not used: for a
+child of a big parent it reports the parent's peak.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import psutil
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+HAVE_PROC = sys.platform.startswith("linux") and Path("/proc/self/status").exists()
+
+
+def _status_kib(pid: int, key: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return None
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Current resident set size; None once the process is gone."""
+    if HAVE_PROC:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                return int(f.read().split()[1]) * PAGE_SIZE
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return None
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return None
+
+
+def hwm_bytes(pid: int) -> int | None:
+    """The kernel's resident high-water mark since the process start or the last reset (Linux only)."""
+    kib = _status_kib(pid, b"VmHWM:") if HAVE_PROC else None
+    return None if kib is None else kib * 1024
+
+
+def reset_hwm(pid: int) -> bool:
+    """Reset VmHWM to the current RSS; False where the kernel does not offer it."""
+    if not HAVE_PROC:
+        return False
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,137 @@
+"""The parent's sampler: host RSS (and NVML GPU memory when there is a GPU) of the case process.
+
+It runs in a thread that sleeps between samples (Event.wait), so it never spins a core; the parent's main
+thread blocks on the control pipe. A memory limit is enforced here: above it the case's process group
+is killed and the case is recorded as `oom`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.runner import procmem
+
+
+class Nvml:
+    """NVML telemetry, or the reason there is none. Never raises on a machine without a GPU."""
+
+    def __init__(self) -> None:
+        self.handles: list[Any] = []
+        self.reason: str | None = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            if not self.handles:
+                self.reason = "NVML found no GPU"
+        except ImportError:
+            self.reason = "pynvml (nvidia-ml-py) is not installed"
+        except Exception as e:  # pynvml.NVMLError_LibraryNotFound and kin: no driver, no GPU
+            self.reason = f"no NVIDIA driver/GPU ({type(e).__name__})"
+
+    @property
+    def available(self) -> bool:
+        return bool(self.handles)
+
+    def sample(self, pids: set[int]) -> tuple[int, int]:
+        """(bytes used by `pids` over all GPUs, bytes used on the GPUs they use, or on GPU 0)."""
+        nv = self._nvml
+        proc_total, device_total, used_any = 0, 0, False
+        for h in self.handles:
+            procs = nv.nvmlDeviceGetComputeRunningProcesses(h)
+            mine = sum((p.usedGpuMemory or 0) for p in procs if p.pid in pids)
+            if mine or any(p.pid in pids for p in procs):
+                used_any = True
+                proc_total += mine
+                device_total += nv.nvmlDeviceGetMemoryInfo(h).used
+        if not used_any and self.handles:
+            device_total = nv.nvmlDeviceGetMemoryInfo(self.handles[0]).used
+        return proc_total, device_total
+
+    def device_names(self) -> list[str]:
+        names = []
+        for h in self.handles:
+            n = self._nvml.nvmlDeviceGetName(h)
+            names.append(n.decode() if isinstance(n, bytes) else str(n))
+        return names
+
+    def driver_version(self) -> str | None:
+        if not self.available:
+            return None
+        v = self._nvml.nvmlSystemGetDriverVersion()
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclass
+class Samples:
+    t_s: list[float] = field(default_factory=list)
+    host_rss_bytes: list[int] = field(default_factory=list)
+    gpu_process_bytes: list[int] = field(default_factory=list)
+    gpu_device_bytes: list[int] = field(default_factory=list)
+
+
+class Sampler(threading.Thread):
+    def __init__(
+        self, pid: int, interval_s: float, t0: float, nvml: Nvml | None, memory_limit_bytes: int | None
+    ) -> None:
+        super().__init__(daemon=True, name=f"sampler-{pid}")
+        self.pid, self.interval_s, self.t0 = pid, interval_s, t0
+        self.nvml = nvml if nvml is not None and nvml.available else None
+        self.limit = memory_limit_bytes
+        self.samples = Samples()
+        self.killed_for_memory: int | None = None  # the RSS that crossed the limit
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+        self._phase_max = 0
+        self._phase_gpu_max = (0, 0)
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.sample_now()
+            self._halt.wait(self.interval_s)
+
+    def sample_now(self) -> int | None:
+        rss = procmem.rss_bytes(self.pid)
+        if rss is None:
+            return None
+        gpu = self.nvml.sample({self.pid}) if self.nvml else None
+        with self._lock:
+            s = self.samples
+            s.t_s.append(time.monotonic() - self.t0)
+            s.host_rss_bytes.append(rss)
+            self._phase_max = max(self._phase_max, rss)
+            if gpu is not None:
+                s.gpu_process_bytes.append(gpu[0])
+                s.gpu_device_bytes.append(gpu[1])
+                self._phase_gpu_max = (max(self._phase_gpu_max[0], gpu[0]), max(self._phase_gpu_max[1], gpu[1]))
+        if self.limit is not None and rss > self.limit and self.killed_for_memory is None:
+            self.killed_for_memory = rss
+            _kill_group(self.pid)
+        return rss
+
+    def take_phase_max(self) -> tuple[int, tuple[int, int] | None]:
+        """Highest RSS (and GPU figures) since the last call; starts the next phase's maxima."""
+        self.sample_now()
+        with self._lock:
+            host, gpu = self._phase_max, self._phase_gpu_max
+            self._phase_max, self._phase_gpu_max = 0, (0, 0)
+        return host, (gpu if self.nvml else None)
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout=5)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,105 @@
+"""Run a loaded suite: each case in its own processes, results appended as they finish."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.case import CaseSpec
+from harness.results import provenance
+from harness.results.store import RunStore
+from harness.runner.case_runner import now_iso, run_case, unsupported_record
+from harness.runner.sampler import Nvml
+from harness.runner.session import context_for, techniques_for
+from harness.suite.load import LoadedSuite
+from harness.techniques.base import Environment
+
+
+def detect_environment() -> Environment:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return Environment(
+        cuda_available=cuda,
+        cuda_device_name=torch.cuda.get_device_name(0) if cuda else None,
+        cuda_capability=tuple(torch.cuda.get_device_capability(0)) if cuda else None,  # type: ignore[arg-type]
+        cpu_flags=_cpu_flags(),
+    )
+
+
+def _cpu_flags() -> frozenset[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset({platform.machine()})
+
+
+def unsupported_reason(case: CaseSpec, env: Environment) -> str | None:
+    """Why this case cannot run on this machine, decided before a process is spent on it."""
+    if case.device == "cuda" and not env.cuda_available:
+        return "device cuda requested, but CUDA is not available on this machine"
+    ctx = context_for(case)
+    for tech in techniques_for(case):
+        if tech.workloads is not None and case.workload_kind not in tech.workloads:
+            kinds = ", ".join(sorted(tech.workloads))
+            return f"{tech.name} applies to {kinds} workloads, not {case.workload_kind}"
+        reason = tech.unsupported_reason(env, ctx)
+        if reason:
+            return f"{tech.name}: {reason}"
+    return None
+
+
+@dataclass
+class RunOutcome:
+    store: RunStore
+    records: list[dict[str, Any]]
+
+
+Progress = Callable[[CaseSpec, dict[str, Any] | None], None]
+
+
+def run_suite(
+    suite: LoadedSuite, results_root: Path, resume: Path | None = None, progress: Progress | None = None
+) -> RunOutcome:
+    nvml = Nvml()
+    env = detect_environment()
+    store = _open_store(suite, results_root, resume, nvml)
+    done = store.done_ids()
+    for case in suite.cases:
+        if case.case_id in done:
+            continue
+        if progress:
+            progress(case, None)
+        reason = unsupported_reason(case, env)
+        record = (
+            unsupported_record(case, store.run_id, reason) if reason else run_case(case, store.path, store.run_id, nvml)
+        )
+        store.append(record)
+        if progress:
+            progress(case, record)
+    store.update_manifest(ended_at=now_iso())
+    wanted = {c.case_id for c in suite.cases}
+    return RunOutcome(store, [r for r in store.records() if r["case_id"] in wanted])
+
+
+def _open_store(suite: LoadedSuite, root: Path, resume: Path | None, nvml: Nvml) -> RunStore:
+    if resume is not None:
+        store = RunStore.open_existing(resume)
+        store.update_manifest(resumed_at=now_iso(), ended_at=None)
+        return store
+    manifest = {
+        "suite_path": suite.path,
+        "suite_name": suite.name,
+        "suite_sha256": suite.sha256,
+        "case_count": len(suite.cases),
+        "started_at": now_iso(),
+        "ended_at": None,
+        **provenance.collect(nvml.device_names(), nvml.driver_version()),
+    }
+    return RunStore.create(root, suite.name, manifest)
