@@ -48,10 +48,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.summary import print_summary
 
     suite = load_suite(args.suite)
+    resume_done = 0
+    if args.resume:  # checked before anything starts, so a wrong path is one line and nothing else
+        from harness.results.store import RunStore
+
+        resume_done = len(RunStore.open_existing(args.resume).done_ids() & {c.case_id for c in suite.cases})
     console = Console(stderr=True)
     with _progress(console) as bar:
-        task = bar.add_task("starting", total=len(suite.cases))
-        resume_done = 0
+        task = bar.add_task("starting", total=len(suite.cases), completed=resume_done)
 
         def on_case(case: Any, record: dict[str, Any] | None) -> None:
             if record is None:
@@ -59,11 +63,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 bar.advance(task)
 
-        if args.resume:
-            from harness.results.store import RunStore
-
-            resume_done = len(RunStore.open_existing(args.resume).done_ids() & {c.case_id for c in suite.cases})
-            bar.update(task, completed=resume_done)
         try:
             outcome = run_suite(suite, args.results, resume=args.resume, progress=on_case)
         except KeyboardInterrupt:

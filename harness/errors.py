@@ -33,7 +33,7 @@ class SuiteError(HarnessError):
 
 def closest(word: str, choices: Iterable[str]) -> str:
     """'; did you mean X?' for the nearest choice, or '' when nothing is near."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f"; did you mean {match[0]!r}?" if match else ""
 
 

@@ -21,7 +21,7 @@ from harness import workloads as wlreg
 from harness.case import CaseSpec, TechniqueSpec
 from harness.errors import SuiteError, allowed, closest
 from harness.models.config import CONFIG_FIELDS, SIZES, ModelConfig
-from harness.suite.schema import MatrixEntry, Suite
+from harness.suite.schema import Defaults, MatrixEntry, Suite
 
 AXES = ("model", "workload", "techniques", "batch_size", "seq_len")
 
@@ -125,8 +125,9 @@ def expand(label: str, suite_name: str, suite: Suite) -> list[CaseSpec]:
     matrices = suite.matrix if isinstance(suite.matrix, list) else [suite.matrix]
     for m, entry in enumerate(matrices):
         where = f"matrix[{m}]" if len(matrices) > 1 else "matrix"
+        defaults = _block_defaults(label, where, suite.defaults, entry.defaults)
         for point in _points(label, where, entry, models, workloads, combos):
-            case = _case(suite_name, suite, point, models, workloads, combos)
+            case = _case(suite_name, defaults, point, models, workloads, combos)
             if case.seq_len > case.model["max_seq_len"]:
                 raise SuiteError(
                     label, where, f"{case.name}: seq_len {case.seq_len} exceeds the model's max_seq_len "
@@ -275,16 +276,22 @@ def _check_conflicts(label: str, combo: str, specs: list[TechniqueSpec]) -> None
         raise SuiteError(label, f"techniques.{combo}", f"refused: {reason}")
 
 
+def _block_defaults(label: str, where: str, defaults: Defaults, overrides: dict[str, Any]) -> Defaults:
+    if not overrides:
+        return defaults
+    merged = _validate_options(label, f"{where}.defaults", Defaults, {**defaults.model_dump(), **overrides})
+    return Defaults.model_validate(merged)
+
+
 def _case(
     suite_name: str,
-    suite: Suite,
+    d: Defaults,
     point: dict[str, Any],
     models: dict[str, dict[str, Any]],
     workloads: dict[str, dict[str, Any]],
     combos: dict[str, list[TechniqueSpec]],
 ) -> CaseSpec:
     wl = workloads[point["workload"]]
-    d = suite.defaults
     return CaseSpec(
         suite=suite_name,
         model_name=point["model"],

@@ -60,6 +60,8 @@ class MatrixEntry(Strict):
     """Partial combinations to drop, e.g. {workload: infer, techniques: ckpt}."""
     include: list[dict[str, Any]] = Field(default_factory=list)
     """Whole combinations to add: model, workload, techniques (and optionally batch_size, seq_len)."""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the suite's defaults for this block's cases (e.g. fewer steps for a big model)."""
 
 
 class Suite(Strict):
