@@ -160,7 +160,9 @@ def _on_mark(msg: dict[str, Any], phases: list[Phase], pid: int, sampler: Sample
         return
     procmem.reset_hwm(pid)
     nxt = {"imported": "build", "built": "warmup", "warmed": "measured", "measured": "extras"}[msg["mark"]]
-    phases.append(Phase(nxt, current.t_end_s, procmem.rss_bytes(pid)))
+    # The reset sets the high-water mark to the RSS of this instant: sample it too, so the sampled peak
+    # of the new phase starts from the same point as the kernel's.
+    phases.append(Phase(nxt, current.t_end_s, sampler.sample_now()))
 
 
 def _close(phase: Phase, pid: int, sampler: Sampler) -> None:

@@ -33,7 +33,7 @@ class Defaults(Strict):
     """torch intra-op threads in the case: pinned, because 2 threads on 2 cores swing 0.8x-3.3x."""
     memory_limit_bytes: int | None = Field(default=None, gt=0)
     """Host RSS limit of a case; above it the case is killed and recorded as `oom`."""
-    sample_interval_ms: float = Field(default=5.0, ge=1.0, le=20.0)
+    sample_interval_ms: float = Field(default=2.0, ge=1.0, le=20.0)
     """RSS (and NVML) sampling period of the parent, for the timeline and the sampled peak."""
     timing_pass: bool = True
     """Time steps in separate processes with the system allocator (see host_malloc_mmap_threshold_bytes)."""
