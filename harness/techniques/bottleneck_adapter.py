@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import functools
+from typing import ClassVar
+
+from pydantic import Field
+from torch import nn
+
+from harness.techniques._adapters import (
+    Bottleneck,
+    Extra,
+    add_after,
+    blocks_of,
+    d_model_of,
+    first_weight,
+    freeze_base,
+)
+from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
+
+
+class BottleneckAdapter(Technique):
+    """Houlsby adapters (Houlsby et al. 2019): per layer, a d -> r -> d bottleneck (GELU, residual) on
+    the attention output and one on the MLP output, before each residual add; the base model is frozen
+    and only the adapters train.
+
+    Saves: gradients and AdamW state of the whole base (16 -> 4 bytes per frozen fp32 parameter), and
+    the inputs frozen Linear layers would keep for their weight gradients.
+    Costs: 2 x L x (2*d*r + r + d) new parameters, their activations (B*T*r per adapter), a little
+    time. Adapters start as the identity (up projection zero), so the first loss is the baseline's.
+    Combines with lora and shared_adapter (each adds its trainables; the base stays frozen) and with
+    cross_layer_sharing (each position keeps its own adapters over the shared block).
+    """
+
+    name: ClassVar[str] = "bottleneck_adapter"
+    phase: ClassVar[Phase] = Phase.STRUCTURE
+    order: ClassVar[int] = 11  # after LoRA (10); before quantization (20-29), which then skips adapters
+    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "infer"})
+
+    class Config(TechniqueConfig):
+        bottleneck: int = Field(default=64, ge=1)
+        """r: the adapter's hidden width."""
+        also_train: list[Extra] = Field(default_factory=list)
+        """Base parts that train too: lm_head, embeddings, layer_norms (Houlsby et al. trained norms)."""
+
+    config: Config
+
+    def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        blocks = blocks_of(model)
+        make = functools.partial(Bottleneck, d_model_of(model), self.config.bottleneck, first_weight(model))
+        for part in ("attn", "mlp"):
+            add_after(blocks, part, make)
+        freeze_base(model, self.config.also_train)
+        return model

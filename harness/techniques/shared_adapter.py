@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from torch import nn
+
+from harness.techniques._adapters import (
+    Bottleneck,
+    Extra,
+    add_after,
+    blocks_of,
+    d_model_of,
+    first_weight,
+    freeze_base,
+)
+from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
+
+
+class SharedAdapter(Technique):
+    """One bottleneck adapter (d -> r -> d, GELU, residual) shared by every layer, on each MLP output
+    before the residual add (Pfeiffer et al. 2020's single-adapter placement); the base model is frozen
+    and only the adapter trains.
+
+    Saves: gradients and AdamW state of the whole base, and the inputs frozen Linear layers would keep
+    for weight gradients; the adapter is 2*d*r + r + d parameters whatever the depth.
+    Costs: the adapter's activations at every layer (B*T*r each), a little time. It starts as the
+    identity (up projection zero), so the first loss is the baseline's.
+    """
+
+    name: ClassVar[str] = "shared_adapter"
+    phase: ClassVar[Phase] = Phase.STRUCTURE
+    order: ClassVar[int] = 12  # after lora (10) and bottleneck_adapter (11): outermost on the MLP output
+    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "infer"})
+
+    class Config(TechniqueConfig):
+        bottleneck: int = Field(default=64, ge=1)
+        """r: the adapter's hidden width."""
+        also_train: list[Extra] = Field(default_factory=list)
+        """Base parts that train too: lm_head, embeddings, layer_norms."""
+
+    config: Config
+
+    def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        adapter = Bottleneck(d_model_of(model), self.config.bottleneck, first_weight(model))
+        add_after(blocks_of(model), "mlp", lambda: adapter)
+        freeze_base(model, self.config.also_train)
+        return model
