@@ -12,7 +12,9 @@ SCHEMA_VERSION = 1
 
 # Settings that decide whether a case finishes, not what it measures: two runs that differ only in
 # these are still comparable, so they stay out of the id.
-RUN_SETTINGS = frozenset({"repeats", "timeout_s", "memory_limit_bytes", "sample_interval_ms", "timing_pass", "suite"})
+RUN_SETTINGS = frozenset(
+    {"repeats", "timeout_s", "memory_limit_bytes", "sample_interval_ms", "timing_pass", "suite"}
+)
 
 
 class TechniqueSpec(BaseModel):

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from harness.errors import EXIT_FAILED, EXIT_OK, HarnessError
 
@@ -66,7 +73,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             outcome = run_suite(suite, args.results, resume=args.resume, progress=on_case)
         except KeyboardInterrupt:
-            console.print("interrupted: finished cases are saved; `harness run SUITE --resume results/<run-id>` runs the rest")
+            console.print(
+                "interrupted: finished cases are saved; "
+                "`harness run SUITE --resume results/<run-id>` runs the rest"
+            )
             return 130
     out = Console()
     if not out.is_terminal:
@@ -79,13 +89,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness", description="Benchmark memory-saving techniques for transformer LMs.")
+    p = argparse.ArgumentParser(
+        prog="harness", description="Benchmark memory-saving techniques for transformer LMs."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check suite files; exit 2 with one line per problem")
     v.add_argument("suites", nargs="+", type=Path)
@@ -95,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_list)
     r = sub.add_parser("run", help="run every case of a suite in its own process")
     r.add_argument("suite", type=Path)
-    r.add_argument("--results", type=Path, default=Path("results"), help="where run directories go (default results/)")
+    r.add_argument(
+        "--results", type=Path, default=Path("results"), help="where run directories go (default results/)"
+    )
     r.add_argument("--resume", type=Path, help="an earlier run directory: run only its missing cases")
     r.set_defaults(func=cmd_run)
     for register in _EXTRA_COMMANDS:

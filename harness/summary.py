@@ -43,9 +43,12 @@ def summary_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         return df
     base = df[df["is_baseline"] & (df["status"] == "ok")].set_index(GROUP)
     keys = list(df[GROUP].itertuples(index=False, name=None))
-    df["peak_ratio"] = [_ratio(df.at[i, "peak_bytes"], base, k, "peak_bytes") for i, k in zip(df.index, keys, strict=True)]
+    df["peak_ratio"] = [
+        _ratio(df.at[i, "peak_bytes"], base, k, "peak_bytes") for i, k in zip(df.index, keys, strict=True)
+    ]
     df["time_ratio"] = [
-        _ratio(df.at[i, "step_time_s_median"], base, k, "step_time_s_median") for i, k in zip(df.index, keys, strict=True)
+        _ratio(df.at[i, "step_time_s_median"], base, k, "step_time_s_median")
+        for i, k in zip(df.index, keys, strict=True)
     ]
     return df
 
@@ -74,14 +77,31 @@ def print_summary(records: list[dict[str, Any]], console: Console | None = None)
     for key, group in df.groupby(GROUP, sort=False, dropna=False):
         model, workload, b, s = key
         kind = group["peak_kind"].iloc[0].replace("_", " ")
-        table = Table(title=f"{model} / {workload}  (batch {b}, seq {s}; peak = {kind})", title_justify="left")
-        for col in ("techniques", "status", "peak MiB", "x baseline", "step ms (IQR)", "x time", "tokens/s", "loss"):
+        table = Table(
+            title=f"{model} / {workload}  (batch {b}, seq {s}; peak = {kind})", title_justify="left"
+        )
+        for col in (
+            "techniques",
+            "status",
+            "peak MiB",
+            "x baseline",
+            "step ms (IQR)",
+            "x time",
+            "tokens/s",
+            "loss",
+        ):
             table.add_column(col, justify="left" if col in ("techniques", "status") else "right")
         for _, r in group.iterrows():
             status = r["status"] if r["status"] == "ok" else f"{r['status']}: {str(r['error'] or '')[:60]}"
             step = f"{_fmt(r['step_time_s_median'], '.1f', 1e-3)} ({_fmt(r['step_time_s_iqr'], '.1f', 1e-3)})"
             table.add_row(
-                str(r["techniques"]), status, _fmt(r["peak_bytes"], ".1f", MIB), _fmt(r["peak_ratio"], ".2f"),
-                step, _fmt(r["time_ratio"], ".2f"), _fmt(r["tokens_per_s"], ",.0f"), _fmt(r["final_loss"], ".4f"),
+                str(r["techniques"]),
+                status,
+                _fmt(r["peak_bytes"], ".1f", MIB),
+                _fmt(r["peak_ratio"], ".2f"),
+                step,
+                _fmt(r["time_ratio"], ".2f"),
+                _fmt(r["tokens_per_s"], ",.0f"),
+                _fmt(r["final_loss"], ".4f"),
             )
         console.print(table)

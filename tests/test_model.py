@@ -27,7 +27,8 @@ def test_ci_size_is_about_one_million_parameters():
 
 
 @pytest.mark.parametrize(
-    "change", [{"tie_embeddings": True}, {"pos_encoding": "sinusoidal"}, {"bias": False}, {"activation": "gelu"}]
+    "change",
+    [{"tie_embeddings": True}, {"pos_encoding": "sinusoidal"}, {"bias": False}, {"activation": "gelu"}],
 )
 def test_count_follows_config_changes(change):
     cfg = SIZES["ci"].replace(**change)

@@ -38,8 +38,12 @@ matrix:
 """
 
 
-def tiny_suite(write_suite, workloads="train", techniques="baseline, ckpt, sdpa", timeout=120, extra="", name="s.yaml"):
-    return write_suite(TINY.format(workloads=workloads, techniques=techniques, timeout=timeout, extra=extra), name)
+def tiny_suite(
+    write_suite, workloads="train", techniques="baseline, ckpt, sdpa", timeout=120, extra="", name="s.yaml"
+):
+    return write_suite(
+        TINY.format(workloads=workloads, techniques=techniques, timeout=timeout, extra=extra), name
+    )
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -65,8 +69,19 @@ def test_run_writes_manifest_records_and_timelines(write_suite, tmp_path):
     assert proc.returncode == 0, proc.stderr
     run = run_dir_of(tmp_path / "res")
     manifest = json.loads((run / "manifest.json").read_text())
-    for key in ("suite_sha256", "git_commit", "git_dirty", "torch_version", "python_version", "cpu_model", "host",
-                "started_at", "ended_at", "gpu_names", "gpu_driver_version"):
+    for key in (
+        "suite_sha256",
+        "git_commit",
+        "git_dirty",
+        "torch_version",
+        "python_version",
+        "cpu_model",
+        "host",
+        "started_at",
+        "ended_at",
+        "gpu_names",
+        "gpu_driver_version",
+    ):
         assert key in manifest
     assert manifest["ended_at"] is not None
     by = {r["techniques_name"]: r for r in records(run)}
@@ -113,7 +128,9 @@ def test_timeout_is_a_result_and_leaves_no_process(write_suite, tmp_path):
 
 def test_memory_limit_is_recorded_as_oom_and_the_suite_goes_on(write_suite, tmp_path):
     # 'big' keeps ~2 GiB of activations; the limit is 600 MB of RSS. 'train' fits and runs after it.
-    suite = tiny_suite(write_suite, workloads="big, train", techniques="baseline", extra=", memory_limit_bytes: 600000000")
+    suite = tiny_suite(
+        write_suite, workloads="big, train", techniques="baseline", extra=", memory_limit_bytes: 600000000"
+    )
     proc = run_cli("run", str(suite), "--results", str(tmp_path / "res"))
     assert proc.returncode == 1
     by = {r["workload_name"]: r for r in records(run_dir_of(tmp_path / "res"))}
@@ -127,7 +144,9 @@ def test_kill_minus_9_then_resume_loses_and_repeats_nothing(write_suite, tmp_pat
     res = tmp_path / "res"
     runner = subprocess.Popen(
         [sys.executable, "-m", "harness", "run", str(suite), "--results", str(res)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -164,8 +183,8 @@ def test_crash_is_an_error_result_with_exit_code_and_stderr(write_suite, tmp_pat
     crash = tmp_path / "sitecustomize.py"
     crash.write_text(
         "import os, sys\n"
-        "if os.environ.get('HARNESS_TEST_CRASH') and 'harness.runner.child' in ' '.join(sys.argv + sys.orig_argv):\n"
-        "    import atexit\n"
+        "argv = ' '.join(sys.orig_argv)\n"
+        "if os.environ.get('HARNESS_TEST_CRASH') and 'harness.runner.child' in argv:\n"
         "    import harness.workloads.train as t\n"
         "    def boom(self, i): raise RuntimeError('boom in step')\n"
         "    t.TrainSession.step = boom\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +16,11 @@ def smoke(tmp_path_factory) -> dict[str, dict]:
     # Memory figures come from the memory pass; skipping the timing passes halves the time and leaves
     # every case id unchanged (timing_pass is a run setting, not part of a case's definition).
     tmp = tmp_path_factory.mktemp("smoke")
-    text = (ROOT / "suites" / "smoke.yaml").read_text().replace("defaults:\n", "defaults:\n  timing_pass: false\n", 1)
+    text = (
+        (ROOT / "suites" / "smoke.yaml")
+        .read_text()
+        .replace("defaults:\n", "defaults:\n  timing_pass: false\n", 1)
+    )
     suite = tmp / "smoke.yaml"
     suite.write_text(text)
     proc = run_cli("run", str(suite), "--results", str(tmp / "res"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -81,30 +82,76 @@ def test_baseline_written_as_a_name_is_the_empty_combination(write_suite):
 
 BAD = [
     # (what, edit of GOOD, key path in the message, words that must appear)
-    ("unknown top-level key", ("matrix:", "matirx: {}\nmatrix:"), "matirx", ["unknown key", "did you mean 'matrix'"]),
-    ("unknown defaults key", ("version: 1\n", "version: 1\ndefaults: {warmup_stepz: 1}\n"), "defaults.warmup_stepz",
-     ["unknown key", "warmup_steps"]),
-    ("wrong type", ("version: 1\n", "version: 1\ndefaults: {measured_steps: many}\n"), "defaults.measured_steps",
-     ["integer", "many"]),
+    (
+        "unknown top-level key",
+        ("matrix:", "matirx: {}\nmatrix:"),
+        "matirx",
+        ["unknown key", "did you mean 'matrix'"],
+    ),
+    (
+        "unknown defaults key",
+        ("version: 1\n", "version: 1\ndefaults: {warmup_stepz: 1}\n"),
+        "defaults.warmup_stepz",
+        ["unknown key", "warmup_steps"],
+    ),
+    (
+        "wrong type",
+        ("version: 1\n", "version: 1\ndefaults: {measured_steps: many}\n"),
+        "defaults.measured_steps",
+        ["integer", "many"],
+    ),
     ("bad version", ("version: 1", "version: 2"), "version", ["expected 1"]),
-    ("unknown technique", ("[activation_checkpointing]", "[activation_checkpointin]"), "techniques.ckpt[0]",
-     ["unknown technique", "did you mean 'activation_checkpointing'"]),
-    ("unknown technique option", ("every_k_blocks: 2", "every_k_block: 2"),
-     "techniques.ckpt2[0].activation_checkpointing.every_k_block", ["unknown key", "every_k_blocks"]),
-    ("bad option value", ("every_k_blocks: 2", "every_k_blocks: 0"),
-     "techniques.ckpt2[0].activation_checkpointing.every_k_blocks", ["greater than or equal to 1"]),
-    ("unknown model in matrix", ("model: [tiny]", "model: [tinny]"), "matrix.model[0]",
-     ["not defined under models", "did you mean 'tiny'"]),
+    (
+        "unknown technique",
+        ("[activation_checkpointing]", "[activation_checkpointin]"),
+        "techniques.ckpt[0]",
+        ["unknown technique", "did you mean 'activation_checkpointing'"],
+    ),
+    (
+        "unknown technique option",
+        ("every_k_blocks: 2", "every_k_block: 2"),
+        "techniques.ckpt2[0].activation_checkpointing.every_k_block",
+        ["unknown key", "every_k_blocks"],
+    ),
+    (
+        "bad option value",
+        ("every_k_blocks: 2", "every_k_blocks: 0"),
+        "techniques.ckpt2[0].activation_checkpointing.every_k_blocks",
+        ["greater than or equal to 1"],
+    ),
+    (
+        "unknown model in matrix",
+        ("model: [tiny]", "model: [tinny]"),
+        "matrix.model[0]",
+        ["not defined under models", "did you mean 'tiny'"],
+    ),
     ("unknown size", ("size: ci", "size: cj"), "models.tiny.size", ["unknown size", "did you mean 'ci'"]),
-    ("unknown model field", ("n_layers: 2", "n_layer: 2"), "models.tiny.n_layer", ["unknown key", "n_layers"]),
+    (
+        "unknown model field",
+        ("n_layers: 2", "n_layer: 2"),
+        "models.tiny.n_layer",
+        ["unknown key", "n_layers"],
+    ),
     ("model field type", ("n_layers: 2", "n_layers: two"), "models.tiny.n_layers", ["integer"]),
-    ("unknown workload kind", ("kind: infer", "kind: inference"), "workloads.infer.kind",
-     ["unknown workload kind", "did you mean 'infer'"]),
-    ("unknown exclude axis", ("{workload: infer, techniques: ckpt}", "{workloads: infer}"),
-     "matrix.exclude[0].workloads", ["unknown key", "did you mean 'workload'"]),
+    (
+        "unknown workload kind",
+        ("kind: infer", "kind: inference"),
+        "workloads.infer.kind",
+        ["unknown workload kind", "did you mean 'infer'"],
+    ),
+    (
+        "unknown exclude axis",
+        ("{workload: infer, techniques: ckpt}", "{workloads: infer}"),
+        "matrix.exclude[0].workloads",
+        ["unknown key", "did you mean 'workload'"],
+    ),
     ("seq too long", ("seq_len: 32", "seq_len: 4096"), "matrix", ["exceeds the model's max_seq_len"]),
-    ("duplicate technique", ("[activation_checkpointing]", "[activation_checkpointing, activation_checkpointing]"),
-     "techniques.ckpt", ["listed twice"]),
+    (
+        "duplicate technique",
+        ("[activation_checkpointing]", "[activation_checkpointing, activation_checkpointing]"),
+        "techniques.ckpt",
+        ["listed twice"],
+    ),
 ]
 
 
@@ -130,13 +177,15 @@ def test_conflicting_pair_is_refused_with_the_reason(write_suite, monkeypatch):
 
         name = "_test_conflicting"
         phase = base.Phase.STEP
-        conflicts = {"activation_checkpointing": "both rewrite the blocks"}
+        conflicts: ClassVar[dict[str, str]] = {"activation_checkpointing": "both rewrite the blocks"}
 
     try:
         text = GOOD.replace("[activation_checkpointing]", "[activation_checkpointing, _test_conflicting]")
         with pytest.raises(SuiteError) as e:
             load_suite(write_suite(text))
-        assert "techniques.ckpt: refused: activation_checkpointing conflicts with _test_conflicting" in str(e.value)
+        assert "techniques.ckpt: refused: activation_checkpointing conflicts with _test_conflicting" in str(
+            e.value
+        )
         assert "both rewrite the blocks" in str(e.value)
     finally:
         base.Technique.registry.pop("_test_conflicting")

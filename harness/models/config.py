@@ -69,10 +69,22 @@ SIZES: dict[str, ModelConfig] = {
         vocab_size=50257, d_model=768, n_layers=12, n_heads=12, d_ff=3072, max_seq_len=1024, activation="gelu"
     ),
     "gpt2-medium": ModelConfig(
-        vocab_size=50257, d_model=1024, n_layers=24, n_heads=16, d_ff=4096, max_seq_len=1024, activation="gelu"
+        vocab_size=50257,
+        d_model=1024,
+        n_layers=24,
+        n_heads=16,
+        d_ff=4096,
+        max_seq_len=1024,
+        activation="gelu",
     ),
     "1b": ModelConfig(
-        vocab_size=50257, d_model=2048, n_layers=24, n_heads=16, d_ff=8192, max_seq_len=2048, activation="gelu"
+        vocab_size=50257,
+        d_model=2048,
+        n_layers=24,
+        n_heads=16,
+        d_ff=8192,
+        max_seq_len=2048,
+        activation="gelu",
     ),
 }
 

@@ -97,7 +97,9 @@ class Transformer(nn.Module):
             self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
         else:
             # A buffer, not a parameter: it is not trained and carries no optimizer state.
-            self.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
+            self.register_buffer(
+                "pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False
+            )
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)

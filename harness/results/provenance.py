@@ -16,7 +16,12 @@ import harness
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(harness.__file__).parent, check=True
+            ["git", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(harness.__file__).parent,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -40,7 +40,9 @@ class RunStore:
     @classmethod
     def open_existing(cls, path: Path) -> RunStore:
         if not (path / MANIFEST).is_file():
-            raise HarnessError(f"{path}: not a run directory (no {MANIFEST}); pass results/<run-id> of an earlier run")
+            raise HarnessError(
+                f"{path}: not a run directory (no {MANIFEST}); pass results/<run-id> of an earlier run"
+            )
         store = cls(path)
         store._drop_torn_tail()
         return store

@@ -88,8 +88,14 @@ def _memory_fields(mem: PassResult, nvml: Nvml | None) -> dict[str, Any]:
     phases = {p.name: p.to_dict() for p in mem.phases}
     build = phases.get("build", {})
     base = build.get("host_rss_start_bytes")
-    peaks = [phases[n]["host_rss_peak_bytes"] for n in PEAK_PHASES if phases.get(n, {}).get("host_rss_peak_bytes")]
-    sampled = [phases[n]["host_rss_sampled_peak_bytes"] for n in PEAK_PHASES if phases.get(n, {}).get("host_rss_sampled_peak_bytes")]
+    peaks = [
+        phases[n]["host_rss_peak_bytes"] for n in PEAK_PHASES if phases.get(n, {}).get("host_rss_peak_bytes")
+    ]
+    sampled = [
+        phases[n]["host_rss_sampled_peak_bytes"]
+        for n in PEAK_PHASES
+        if phases.get(n, {}).get("host_rss_sampled_peak_bytes")
+    ]
     peak = max(peaks) if peaks else None
     out: dict[str, Any] = {
         "phases": phases,
@@ -108,7 +114,7 @@ def _gpu_fields(phases: dict[str, Any], mem: PassResult, nvml: Nvml | None) -> d
         vals = [phases[n][key] for n in ("warmup", "measured") if phases.get(n, {}).get(key) is not None]
         return max(vals) if vals else None
 
-    out = {
+    out: dict[str, Any] = {
         "gpu_peak_allocated_bytes": peak("gpu_peak_allocated_bytes"),
         "gpu_peak_reserved_bytes": peak("gpu_peak_reserved_bytes"),
         "gpu_process_peak_bytes": mem.gpu_process_peak_bytes,

@@ -76,7 +76,7 @@ def _oom_bytes(message: str) -> int | None:
 def _classify(exc: BaseException, torch: Any) -> dict[str, Any]:
     msg = f"{type(exc).__name__}: {exc}".strip()
     first = msg.splitlines()[0][:500]
-    is_oom = isinstance(exc, MemoryError) or isinstance(exc, getattr(torch, "OutOfMemoryError", ()))
+    is_oom = isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)))
     is_oom = is_oom or "can't allocate memory" in msg or "out of memory" in msg.lower()
     if is_oom:
         return {"status": "oom", "error": first, "oom_requested_bytes": _oom_bytes(msg)}
@@ -96,7 +96,7 @@ def _model_figures(model: Any) -> dict[str, int]:
 
 def run(case_path: Path, ctl: Control) -> dict[str, Any]:
     import torch
-    import torch._dynamo  # noqa: F401  (optimizers import it lazily: +70 MiB that is no technique's)
+    import torch._dynamo  # optimizers import it lazily: +70 MiB that is no technique's
 
     from harness.case import CaseSpec
     from harness.runner.session import context_for, open_session, techniques_for
@@ -121,7 +121,9 @@ def run(case_path: Path, ctl: Control) -> dict[str, Any]:
         ctl.mark("built", **_gpu_phase(torch, on_cuda))
         _steps(torch, session, range(case.warmup_steps), out, on_cuda, timed=False)
         ctl.mark("warmed", **_gpu_phase(torch, on_cuda))
-        _steps(torch, session, range(case.warmup_steps, case.warmup_steps + case.measured_steps), out, on_cuda)
+        _steps(
+            torch, session, range(case.warmup_steps, case.warmup_steps + case.measured_steps), out, on_cuda
+        )
         ctl.mark("measured", **_gpu_phase(torch, on_cuda))
         for t in techniques_for(case):
             out.update(t.metrics(session.model))
@@ -132,7 +134,9 @@ def run(case_path: Path, ctl: Control) -> dict[str, Any]:
     return out
 
 
-def _steps(torch: Any, session: Any, indices: range, out: dict[str, Any], on_cuda: bool, timed: bool = True) -> None:
+def _steps(
+    torch: Any, session: Any, indices: range, out: dict[str, Any], on_cuda: bool, timed: bool = True
+) -> None:
     times, cpu = out.setdefault("step_time_s", []), out.setdefault("step_cpu_time_s", [])
     for i in indices:
         if on_cuda:

@@ -76,7 +76,9 @@ def child_env(case: CaseSpec, memory_pass: bool) -> dict[str, str]:
     return env
 
 
-def run_pass(case: CaseSpec, work_dir: Path, memory_pass: bool, nvml: Nvml | None, deadline: float) -> PassResult:
+def run_pass(
+    case: CaseSpec, work_dir: Path, memory_pass: bool, nvml: Nvml | None, deadline: float
+) -> PassResult:
     work_dir.mkdir(parents=True, exist_ok=True)
     tag = "memory" if memory_pass else "timing"
     case_file, out_file = work_dir / "case.json", work_dir / f"out-{tag}.json"
@@ -88,7 +90,15 @@ def run_pass(case: CaseSpec, work_dir: Path, memory_pass: bool, nvml: Nvml | Non
     t0 = time.monotonic()
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.runner.child", str(case_file), str(out_file), str(from_child_w), str(to_child_r)],
+            [
+                sys.executable,
+                "-m",
+                "harness.runner.child",
+                str(case_file),
+                str(out_file),
+                str(from_child_w),
+                str(to_child_r),
+            ],
             pass_fds=(from_child_w, to_child_r),
             stdin=subprocess.DEVNULL,
             stdout=err,
@@ -110,7 +120,9 @@ def run_pass(case: CaseSpec, work_dir: Path, memory_pass: bool, nvml: Nvml | Non
         os.close(to_child_w)
         killed = _reap(proc, grace_s=0 if timed_out else 10)
         sampler.stop()
-    return _finish(proc.returncode, timed_out, killed, sampler, phases, out_file, stderr_path, time.monotonic() - t0)
+    return _finish(
+        proc.returncode, timed_out, killed, sampler, phases, out_file, stderr_path, time.monotonic() - t0
+    )
 
 
 def _reap(proc: subprocess.Popen[bytes], grace_s: float) -> bool:
@@ -120,7 +132,7 @@ def _reap(proc: subprocess.Popen[bytes], grace_s: float) -> bool:
         proc.wait(timeout=grace_s)
         return False
     except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
+        procmem.kill_group(proc.pid)
         proc.wait()
         return True
 
@@ -179,13 +191,6 @@ def _close_open_phase(phases: list[Phase], pid: int, sampler: Sampler, t0: float
     return phases
 
 
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(os.getpgid(pid), signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _finish(
     rc: int | None,
     timed_out: bool,
@@ -212,7 +217,10 @@ def _status(
     if timed_out:
         return "timeout", None  # the caller words it with the limit
     if sampler.killed_for_memory is not None:
-        return "oom", f"host RSS {sampler.killed_for_memory} bytes exceeded memory_limit_bytes {sampler.limit}"
+        return (
+            "oom",
+            f"host RSS {sampler.killed_for_memory} bytes exceeded memory_limit_bytes {sampler.limit}",
+        )
     if child.get("status"):
         return str(child["status"]), child.get("error")
     if rc is not None and rc < 0 and -rc == signal.SIGKILL and not killed:

@@ -7,7 +7,9 @@ child of a big parent it reports the parent's peak.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -17,7 +19,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 HAVE_PROC = sys.platform.startswith("linux") and Path("/proc/self/status").exists()
 
 
-def _status_kib(pid: int, key: str) -> int | None:
+def _status_kib(pid: int, key: bytes) -> int | None:
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
@@ -46,6 +48,12 @@ def hwm_bytes(pid: int) -> int | None:
     """The kernel's resident high-water mark since the process start or the last reset (Linux only)."""
     kib = _status_kib(pid, b"VmHWM:") if HAVE_PROC else None
     return None if kib is None else kib * 1024
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group `pid` leads (the case process and everything it started)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
 def reset_hwm(pid: int) -> bool:

@@ -7,8 +7,6 @@ is killed and the case is recorded as `oom`.
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -110,10 +108,13 @@ class Sampler(threading.Thread):
             if gpu is not None:
                 s.gpu_process_bytes.append(gpu[0])
                 s.gpu_device_bytes.append(gpu[1])
-                self._phase_gpu_max = (max(self._phase_gpu_max[0], gpu[0]), max(self._phase_gpu_max[1], gpu[1]))
+                self._phase_gpu_max = (
+                    max(self._phase_gpu_max[0], gpu[0]),
+                    max(self._phase_gpu_max[1], gpu[1]),
+                )
         if self.limit is not None and rss > self.limit and self.killed_for_memory is None:
             self.killed_for_memory = rss
-            _kill_group(self.pid)
+            procmem.kill_group(self.pid)
         return rss
 
     def take_phase_max(self) -> tuple[int, tuple[int, int] | None]:
@@ -128,10 +129,3 @@ class Sampler(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join(timeout=5)
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(os.getpgid(pid), signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -35,5 +35,7 @@ def techniques_for(case: CaseSpec) -> list[Technique]:
 def open_session(case: CaseSpec, ctx: Context | None = None) -> Session:
     torch.manual_seed(case.seed)
     ctx = ctx or context_for(case)
-    workload = wlreg.get(case.workload_kind)(wlreg.get(case.workload_kind).Config.model_validate(case.workload))
+    workload = wlreg.get(case.workload_kind)(
+        wlreg.get(case.workload_kind).Config.model_validate(case.workload)
+    )
     return workload.setup(case, techniques_for(case), ctx, case.warmup_steps + case.measured_steps)

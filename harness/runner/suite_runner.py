@@ -25,7 +25,7 @@ def detect_environment() -> Environment:
     return Environment(
         cuda_available=cuda,
         cuda_device_name=torch.cuda.get_device_name(0) if cuda else None,
-        cuda_capability=tuple(torch.cuda.get_device_capability(0)) if cuda else None,  # type: ignore[arg-type]
+        cuda_capability=tuple(torch.cuda.get_device_capability(0)) if cuda else None,
         cpu_flags=_cpu_flags(),
     )
 
@@ -78,7 +78,9 @@ def run_suite(
             progress(case, None)
         reason = unsupported_reason(case, env)
         record = (
-            unsupported_record(case, store.run_id, reason) if reason else run_case(case, store.path, store.run_id, nvml)
+            unsupported_record(case, store.run_id, reason)
+            if reason
+            else run_case(case, store.path, store.run_id, nvml)
         )
         store.append(record)
         if progress:

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 MAX_POINTS = 4000
 
 
-def decimate(t: list[float], ys: list[list[int]], max_points: int = MAX_POINTS) -> tuple[list[float], list[list[int]]]:
+def decimate(
+    t: list[float], ys: list[list[int]], max_points: int = MAX_POINTS
+) -> tuple[list[float], list[list[int]]]:
     """At most `max_points` points; each bucket keeps its highest first series' sample, so peaks survive."""
     n = len(t)
     if n <= max_points:
@@ -34,7 +36,10 @@ def write_timeline(path: Path, mem: PassResult, run_dir: Path) -> str:
         "host_rss_bytes": ys[0],
         "gpu_process_bytes": ys[1] if len(ys) > 1 else None,
         "gpu_device_bytes": ys[2] if len(ys) > 2 else None,
-        "phases": [{"name": p.name, "t_start_s": round(p.t_start_s, 4), "t_end_s": round(p.t_end_s, 4)} for p in mem.phases],
+        "phases": [
+            {"name": p.name, "t_start_s": round(p.t_start_s, 4), "t_end_s": round(p.t_end_s, 4)}
+            for p in mem.phases
+        ],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))

@@ -58,7 +58,9 @@ def _parse_yaml(label: str, text: str) -> dict[str, Any]:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SuiteError(label, where, f"not valid YAML: {problem}") from None
     if not isinstance(raw, dict):
-        raise SuiteError(label, "", "a suite is a YAML mapping with version, models, workloads, techniques, matrix")
+        raise SuiteError(
+            label, "", "a suite is a YAML mapping with version, models, workloads, techniques, matrix"
+        )
     if isinstance(raw.get("matrix"), dict):
         raw["matrix"] = [raw["matrix"]]  # one matrix or a list of them; one shape for validation
     return raw
@@ -130,8 +132,10 @@ def expand(label: str, suite_name: str, suite: Suite) -> list[CaseSpec]:
             case = _case(suite_name, defaults, point, models, workloads, combos)
             if case.seq_len > case.model["max_seq_len"]:
                 raise SuiteError(
-                    label, where, f"{case.name}: seq_len {case.seq_len} exceeds the model's max_seq_len "
-                    f"{case.model['max_seq_len']}; raise max_seq_len under models.{point['model']}"
+                    label,
+                    where,
+                    f"{case.name}: seq_len {case.seq_len} exceeds the model's max_seq_len "
+                    f"{case.model['max_seq_len']}; raise max_seq_len under models.{point['model']}",
                 )
             _check_conflicts(label, point["techniques"], combos[point["techniques"]])
             cases.setdefault(case.case_id, case)
@@ -141,11 +145,15 @@ def expand(label: str, suite_name: str, suite: Suite) -> list[CaseSpec]:
 def _model_config(label: str, name: str, size: str, overrides: dict[str, Any]) -> dict[str, Any]:
     where = f"models.{name}"
     if size not in SIZES:
-        raise SuiteError(label, f"{where}.size", f"unknown size {size!r}; allowed: {allowed(SIZES)}{closest(size, SIZES)}")
+        raise SuiteError(
+            label, f"{where}.size", f"unknown size {size!r}; allowed: {allowed(SIZES)}{closest(size, SIZES)}"
+        )
     for key in overrides:
         if key not in CONFIG_FIELDS:
             raise SuiteError(
-                label, f"{where}.{key}", f"unknown key; allowed: size, {allowed(CONFIG_FIELDS)}{closest(key, CONFIG_FIELDS)}"
+                label,
+                f"{where}.{key}",
+                f"unknown key; allowed: size, {allowed(CONFIG_FIELDS)}{closest(key, CONFIG_FIELDS)}",
             )
     merged = {**SIZES[size].to_dict(), **overrides}
     try:
@@ -172,13 +180,16 @@ def _workload_config(label: str, name: str, raw: dict[str, Any]) -> dict[str, An
     kinds = wlreg.names()
     if not isinstance(kind, str) or kind not in kinds:
         hint = closest(kind, kinds) if isinstance(kind, str) else ""
-        raise SuiteError(label, f"{where}.kind", f"unknown workload kind {kind!r}; allowed: {allowed(kinds)}{hint}")
+        raise SuiteError(
+            label, f"{where}.kind", f"unknown workload kind {kind!r}; allowed: {allowed(kinds)}{hint}"
+        )
     return _validate_options(label, where, wlreg.get(kind).Config, raw)
 
 
 def _technique_list(label: str, combo: str, items: list[str | dict[str, Any]]) -> list[TechniqueSpec]:
     specs = []
     known = techreg.names()
+    options: dict[str, Any]
     for i, item in enumerate(items):
         where = f"techniques.{combo}[{i}]"
         if isinstance(item, str):
@@ -191,7 +202,9 @@ def _technique_list(label: str, combo: str, items: list[str | dict[str, Any]]) -
         else:
             raise SuiteError(label, where, "each item is a technique name or {name: {options}}")
         if name not in known:
-            raise SuiteError(label, where, f"unknown technique {name!r}; allowed: {allowed(known)}{closest(name, known)}")
+            raise SuiteError(
+                label, where, f"unknown technique {name!r}; allowed: {allowed(known)}{closest(name, known)}"
+            )
         if name == "baseline":
             continue  # "no technique": [baseline] and [] are the same case
         cfg = _validate_options(label, f"{where}.{name}", techreg.get(name).Config, options)
@@ -205,7 +218,9 @@ def _technique_list(label: str, combo: str, items: list[str | dict[str, Any]]) -
     return [by_name[t.name] for t in order]
 
 
-def _validate_options(label: str, where: str, config_cls: type[BaseModel], options: dict[str, Any]) -> dict[str, Any]:
+def _validate_options(
+    label: str, where: str, config_cls: type[BaseModel], options: dict[str, Any]
+) -> dict[str, Any]:
     try:
         return config_cls.model_validate(options).model_dump(mode="json")
     except ValidationError as e:
@@ -232,7 +247,7 @@ def _points(
     for axis, table in named.items():
         for i, value in enumerate(getattr(entry, axis)):
             _check_name(label, f"{where}.{axis}[{i}]", axis, value, table)
-    axes = {
+    axes: dict[str, list[Any]] = {
         "model": entry.model,
         "workload": entry.workload,
         "techniques": entry.techniques,
@@ -253,14 +268,19 @@ def _check_name(label: str, where: str, axis: str, value: Any, table: dict[str, 
     if value not in table:
         section = "models" if axis == "model" else f"{axis}s" if axis == "workload" else axis
         raise SuiteError(
-            label, where, f"{value!r} is not defined under {section}; defined: {allowed(table)}{closest(str(value), table)}"
+            label,
+            where,
+            f"{value!r} is not defined under {section}; "
+            f"defined: {allowed(table)}{closest(str(value), table)}",
         )
 
 
 def _check_rule(label: str, where: str, rule: dict[str, Any], named: dict[str, Any], partial: bool) -> None:
     for key, value in rule.items():
         if key not in AXES:
-            raise SuiteError(label, f"{where}.{key}", f"unknown key; allowed: {allowed(AXES)}{closest(str(key), AXES)}")
+            raise SuiteError(
+                label, f"{where}.{key}", f"unknown key; allowed: {allowed(AXES)}{closest(str(key), AXES)}"
+            )
         if key in named:
             _check_name(label, f"{where}.{key}", key, value, named[key])
         elif not isinstance(value, int) or isinstance(value, bool) or value < 1:

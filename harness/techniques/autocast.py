@@ -30,7 +30,9 @@ class Autocast(Technique):
 
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
         if self.config.dtype == "float16" and ctx.device != "cuda":
-            return "fp16 autocast needs CUDA: on CPU fp16 matmuls are emulated (~150x slower), not a benchmark"
+            return (
+                "fp16 autocast needs CUDA: on CPU fp16 matmuls are emulated (~150x slower), not a benchmark"
+            )
         if ctx.dtype != "float32":
             return f"autocast mixes precision over fp32 weights; this case's weights are already {ctx.dtype}"
         return None
@@ -43,4 +45,5 @@ class Autocast(Technique):
 
 
 def _autocast(device: str, dtype: torch.dtype) -> contextlib.AbstractContextManager[Any]:
-    return torch.autocast(device_type=device, dtype=dtype)
+    ctx: contextlib.AbstractContextManager[Any] = torch.autocast(device_type=device, dtype=dtype)
+    return ctx
