@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_summary(outcome.records, out)
     failed = [r for r in outcome.records if r["status"] not in OK_STATUSES]
     print(f"results: {outcome.store.path}  ({len(outcome.records)} cases, {len(failed)} failed)")
+    if args.report:
+        from harness.report import build_report
+
+        print(f"report: {build_report([outcome.store.path], args.report, 'html')}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import build_report
+
+    print(build_report(args.paths, args.out, args.format))
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import run_compare
+
+    return run_compare(
+        args.baseline,
+        args.current,
+        policy_file=args.policy_file,
+        allow_env_change=args.allow_env_change,
+        junit=args.junit,
+        md=args.md,
+        json_out=args.json_out,
+        update_baseline=args.update_baseline,
+    )
 
 
 def _progress(console: Console) -> Progress:
@@ -117,14 +143,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--results", type=Path, default=Path("results"), help="where run directories go (default results/)"
     )
     r.add_argument("--resume", type=Path, help="an earlier run directory: run only its missing cases")
+    r.add_argument(
+        "--report", type=Path, help="also write the HTML report of this run to this file or folder"
+    )
     r.set_defaults(func=cmd_run)
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    _add_report(sub)
+    _add_compare(sub)
     return p
 
 
-# Later subcommands (report, compare) register themselves here; the parser stays one small function.
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+def _add_report(sub: Any) -> None:
+    r = sub.add_parser("report", help="one self-contained HTML report (or md/csv/parquet) of runs")
+    r.add_argument(
+        "paths", nargs="+", type=Path, help="run dirs, results.jsonl files, or a results root (history)"
+    )
+    r.add_argument(
+        "-o", "--out", type=Path, default=Path("reports"), help="output file, or a folder for report.<ext>"
+    )
+    r.add_argument("--format", choices=["html", "md", "csv", "parquet"], default="html")
+    r.set_defaults(func=cmd_report)
+
+
+def _add_compare(sub: Any) -> None:
+    c = sub.add_parser(
+        "compare",
+        help="regression gate: exit 0 no regression, 1 regression, 2 usage error, 3 insufficient data",
+    )
+    c.add_argument("baseline", type=Path, help="baseline .json, run dir, or results.jsonl")
+    c.add_argument("current", type=Path, help="run dir or results.jsonl (or a baseline .json)")
+    c.add_argument("--policy", type=Path, dest="policy_file", help="YAML/JSON policy (strict keys)")
+    c.add_argument(
+        "--allow-env-change",
+        action="store_true",
+        help="judge memory/time although torch/python/CPU/GPU differ",
+    )
+    c.add_argument("--junit", type=Path, help="write JUnit XML: one testcase per case x metric")
+    c.add_argument("--md", type=Path, help="write a markdown summary (for CI job summaries)")
+    c.add_argument("--json", type=Path, dest="json_out", help="write the verdicts as JSON")
+    c.add_argument(
+        "--update-baseline", action="store_true", help="(re)write BASELINE (.json) from CURRENT; exit 0"
+    )
+    c.set_defaults(func=cmd_compare)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,71 @@
+"""`harness compare BASELINE CURRENT`: a regression gate CI can trust (exit codes: see judge.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.compare.judge import Comparison, compare
+from harness.compare.outputs import json_text, render_terminal, to_junit, to_markdown
+from harness.compare.policy import PolicyFile, load_policy
+from harness.compare.snapshot import Snapshot, load_snapshot, write_baseline
+from harness.errors import EXIT_OK
+
+__all__ = ["Comparison", "compare", "compare_snapshots", "run_compare"]
+
+
+def _metric_names(policy: PolicyFile, suites: list[str | None]) -> list[str]:
+    return list(dict.fromkeys(name for s in suites for name in policy.for_suite(s)))
+
+
+def compare_snapshots(
+    base: Snapshot, cur: Snapshot, policy: PolicyFile, *, allow_env_change: bool = False
+) -> Comparison:
+    return compare(base, cur, policy.for_suite, allow_env_change=allow_env_change)
+
+
+def run_compare(
+    baseline: Path,
+    current: Path,
+    *,
+    policy_file: Path | None = None,
+    allow_env_change: bool = False,
+    junit: Path | None = None,
+    md: Path | None = None,
+    json_out: Path | None = None,
+    update_baseline: bool = False,
+    console: Console | None = None,
+) -> int:
+    """Compare, print the table, write the requested files, return the exit code (0, 1 or 3).
+
+    With update_baseline, BASELINE (a .json path) is (re)written from CURRENT after the comparison is
+    shown, and the exit code is 0: refreshing is the deliberate acceptance of what changed.
+    """
+    console = console or Console()
+    policy = load_policy(policy_file)
+    names = _metric_names(policy, [None, *policy.suites])
+    cur = load_snapshot(current, names)
+    if update_baseline and not baseline.exists():
+        write_baseline(cur, baseline)
+        console.print(f"wrote new baseline {baseline} ({len(cur.cases)} cases)", markup=False)
+        return EXIT_OK
+    comparison = compare_snapshots(
+        load_snapshot(baseline, names), cur, policy, allow_env_change=allow_env_change
+    )
+    render_terminal(comparison, console)
+    _write_outputs(comparison, junit=junit, md=md, json_out=json_out)
+    if update_baseline:
+        write_baseline(cur, baseline)
+        console.print(f"updated baseline {baseline} from {current}", markup=False)
+        return EXIT_OK
+    return comparison.exit_code
+
+
+def _write_outputs(
+    comparison: Comparison, *, junit: Path | None, md: Path | None, json_out: Path | None
+) -> None:
+    for path, text in ((junit, to_junit), (md, to_markdown), (json_out, json_text)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text(comparison), encoding="utf-8")

@@ -1,0 +1,205 @@
+"""Match cases of a baseline and a current snapshot and judge every metric by its own policy.
+
+Statuses, and how they set the exit code (precedence: 1 over 3 over 0; usage errors exit 2 before any
+judging):
+- regressed, failed (current case oom/timeout/error, or unsupported where the baseline ran) -> 1
+- insufficient data (too few samples, or a metric the baseline had is missing now), and
+  not comparable because the environment changed (memory and time only) -> 3
+- improved, unchanged, new, missing, not comparable because the case definition changed -> 0: shown,
+  to be accepted by refreshing the baseline.
+A metric whose policy has `gate: false` is shown but never sets the exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.compare import stats
+from harness.compare.policy import MemoryPolicy, QualityPolicy, TimePolicy
+from harness.compare.snapshot import CaseMetrics, Metric, Snapshot
+from harness.errors import EXIT_FAILED, EXIT_INSUFFICIENT, EXIT_OK
+
+REGRESSED, IMPROVED, UNCHANGED = stats.REGRESSED, stats.IMPROVED, stats.UNCHANGED
+NEW, MISSING, NOT_COMPARABLE = "new", "missing", "not comparable"
+FAILED, INSUFFICIENT = "failed", "insufficient data"
+STATUSES = (REGRESSED, FAILED, INSUFFICIENT, NOT_COMPARABLE, NEW, MISSING, IMPROVED, UNCHANGED)
+
+# Environment fields that change what memory and time measure; the rest are shown only.
+GATING_ENV = ("torch", "python", "cpu_model", "gpu_name", "gpu_driver")
+SHOWN_ENV = (*GATING_ENV, "harness", "cpu_count", "host")
+ERROR_STATUSES = ("oom", "timeout", "error")
+
+Policy = MemoryPolicy | TimePolicy | QualityPolicy
+PolicyFor = Callable[[str | None], Mapping[str, Policy]]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    case_name: str
+    case_id: str
+    metric: str  # a metric name, or "status" / "definition" for case-level verdicts
+    status: str
+    kind: str = "case"
+    gated: bool = True
+    baseline: Metric = None
+    current: Metric = None
+    change: float | None = None  # relative change (cur / base - 1) where it means something
+    detail: str = ""
+
+    @property
+    def fails(self) -> bool:
+        return self.gated and self.status in (REGRESSED, FAILED)
+
+    @property
+    def undecided(self) -> bool:
+        env_blocked = self.status == NOT_COMPARABLE and self.metric != "definition"
+        return self.gated and (self.status == INSUFFICIENT or env_blocked)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: Snapshot
+    current: Snapshot
+    verdicts: list[Verdict]
+    env_diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    allow_env_change: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if any(v.fails for v in self.verdicts):
+            return EXIT_FAILED
+        if any(v.undecided for v in self.verdicts):
+            return EXIT_INSUFFICIENT
+        return EXIT_OK
+
+    def counts(self) -> dict[str, int]:
+        return {s: n for s in STATUSES if (n := sum(v.status == s for v in self.verdicts))}
+
+
+def env_diff(base: Mapping[str, Any], cur: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Shown environment fields that differ; a field absent on either side is not a difference."""
+    return {
+        k: (base.get(k), cur.get(k))
+        for k in SHOWN_ENV
+        if None not in (base.get(k), cur.get(k)) and base.get(k) != cur.get(k)
+    }
+
+
+def _relative(base: float, cur: float) -> float | None:
+    return cur / base - 1.0 if base else None
+
+
+def judge_metric(
+    name: str, policy: Policy, base: Metric, cur: Metric, env_block: str
+) -> tuple[str, float | None, str]:
+    """(status, relative change, detail) of one metric of one case."""
+    if base is None:
+        return NEW, None, "no baseline value"
+    if cur is None:
+        return INSUFFICIENT, None, "not measured in the current run"
+    if env_block and policy.kind in ("memory", "time"):
+        change = _relative(base, cur) if not isinstance(base, list) and not isinstance(cur, list) else None
+        return (
+            NOT_COMPARABLE,
+            change,
+            f"environment changed ({env_block}); pass --allow-env-change to judge anyway",
+        )
+    if isinstance(policy, TimePolicy):
+        return _judge_time(policy, base, cur)
+    if isinstance(base, list) or isinstance(cur, list):
+        return INSUFFICIENT, None, f"{name}: expected one number per side"
+    if isinstance(policy, MemoryPolicy):
+        tol = stats.tolerance(base, policy.abs_bytes, policy.rel)
+        return stats.judge_delta(base, cur, tol), _relative(base, cur), f"tolerance {tol / 2**20:.2f} MiB"
+    tol = stats.tolerance(base, policy.abs_tol, policy.rel)
+    return stats.judge_delta(base, cur, tol), _relative(base, cur), f"tolerance {tol:.3g}"
+
+
+def _judge_time(policy: TimePolicy, base: Metric, cur: Metric) -> tuple[str, float | None, str]:
+    b = base if isinstance(base, list) else [] if base is None else [base]
+    c = cur if isinstance(cur, list) else [] if cur is None else [cur]
+    if min(len(b), len(c)) < policy.min_samples:
+        return INSUFFICIENT, None, f"{len(b)} vs {len(c)} samples; {policy.min_samples} per side needed"
+    iv = stats.median_ratio_interval(
+        b, c, confidence=policy.confidence, resamples=policy.resamples, seed=policy.seed
+    )
+    ci = f"{policy.confidence:.0%} CI [{iv.low:.3f}, {iv.high:.3f}]"
+    detail = f"median ratio {iv.ratio:.3f}, {ci}, threshold {policy.threshold:.0%}"
+    return stats.judge_ratio(iv, policy.threshold), iv.ratio - 1.0, detail
+
+
+def _case_status(base: CaseMetrics, cur: CaseMetrics) -> Verdict | None:
+    """A verdict for the case as a whole when either side did not run OK; None when both did."""
+    if cur.status == "ok" and base.status == "ok":
+        return None
+    if cur.status == base.status:
+        status, detail = UNCHANGED, f"still {cur.status}: {cur.error or ''}"
+    elif cur.status in ERROR_STATUSES or base.status == "ok":
+        status, detail = FAILED, f"{base.status} -> {cur.status}: {cur.error or ''}"
+    else:
+        status, detail = NEW, f"{base.status} -> {cur.status}: nothing to compare against"
+    return Verdict(cur.case_name, cur.case_id, "status", status, detail=detail)
+
+
+def _metric_verdicts(
+    base: CaseMetrics, cur: CaseMetrics, policies: Mapping[str, Policy], env_block: str
+) -> list[Verdict]:
+    out = []
+    for name, policy in policies.items():
+        b, c = base.metrics.get(name), cur.metrics.get(name)
+        if b is None and c is None:
+            continue  # not measured here at all (GPU figures on a CPU run)
+        status, change, detail = judge_metric(name, policy, b, c, env_block)
+        out.append(
+            Verdict(cur.case_name, cur.case_id, name, status, policy.kind, policy.gate, b, c, change, detail)
+        )
+    return out
+
+
+def _unmatched(case: CaseMetrics, other_by_name: Mapping[str, CaseMetrics], side: str) -> Verdict:
+    twin = other_by_name.get(case.case_name)
+    if twin is not None:
+        ids = (twin.case_id, case.case_id) if side == "current" else (case.case_id, twin.case_id)
+        return Verdict(
+            case.case_name,
+            case.case_id,
+            "definition",
+            NOT_COMPARABLE,
+            detail=f"case definition changed: id {ids[0]} -> {ids[1]}",
+        )
+    if side == "current" and case.status in ERROR_STATUSES:
+        return Verdict(
+            case.case_name,
+            case.case_id,
+            "status",
+            FAILED,
+            detail=f"new case {case.status}: {case.error or ''}",
+        )
+    return Verdict(case.case_name, case.case_id, "status", NEW if side == "current" else MISSING)
+
+
+def compare(
+    base: Snapshot, cur: Snapshot, policy_for: PolicyFor, *, allow_env_change: bool = False
+) -> Comparison:
+    """Every case of both sides gets at least one verdict; matched OK cases one per measured metric."""
+    diff = env_diff(base.env, cur.env)
+    gating = {k: v for k, v in diff.items() if k in GATING_ENV}
+    env_block = "" if allow_env_change else "; ".join(f"{k} {b} -> {c}" for k, (b, c) in gating.items())
+    base_ids, cur_ids = base.by_id(), cur.by_id()
+    verdicts: list[Verdict] = []
+    for case in cur.cases:
+        if case.case_id not in base_ids:
+            verdicts.append(_unmatched(case, base.by_name(), "current"))
+            continue
+        old = base_ids[case.case_id]
+        status = _case_status(old, case)
+        verdicts += [status] if status else _metric_verdicts(old, case, policy_for(case.suite), env_block)
+    cur_names = cur.by_name()
+    verdicts += [
+        _unmatched(c, cur_names, "baseline")
+        for c in base.cases
+        if c.case_id not in cur_ids and c.case_name not in cur_names
+    ]
+    return Comparison(base, cur, verdicts, diff, allow_env_change)

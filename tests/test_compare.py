@@ -1,0 +1,284 @@
+"""The regression gate on hand-made runs: verdicts per case x metric, exit codes, and what CI reads."""
+
+from __future__ import annotations
+
+import json
+import random
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures_results import MiB, make_manifest, make_record, smoke_records, write_run
+from rich.console import Console
+
+from harness.compare import Comparison, compare_snapshots, run_compare
+from harness.compare import stats as st
+from harness.compare.outputs import to_junit, to_markdown
+from harness.compare.policy import PolicyFile, load_policy
+from harness.compare.snapshot import Snapshot, read_baseline, snapshot_of_run
+from harness.errors import HarnessError
+from harness.results.load import Run
+
+MEM = "host_rss_peak_above_base_bytes"
+NAMES = list(PolicyFile().for_suite(None))
+
+
+def snap(records: list[dict[str, Any]], **manifest: Any) -> Snapshot:
+    run_id = records[0]["run_id"] if records else "run"
+    return snapshot_of_run(Run(Path(run_id), run_id, make_manifest(run_id, **manifest), records), NAMES)
+
+
+def judge(
+    base: list[dict[str, Any]],
+    cur: list[dict[str, Any]],
+    policy: PolicyFile | None = None,
+    allow_env_change: bool = False,
+) -> Comparison:
+    return compare_snapshots(snap(base), snap(cur), policy or PolicyFile(), allow_env_change=allow_env_change)
+
+
+def statuses(comparison: Comparison, metric: str | None = None) -> list[tuple[str, str, str]]:
+    return sorted(
+        (v.case_name, v.metric, v.status) for v in comparison.verdicts if metric in (None, v.metric)
+    )
+
+
+def noisy(records: list[dict[str, Any]], rng: random.Random, rel: float) -> list[dict[str, Any]]:
+    """The same run measured again: every memory figure moved by up to +-rel."""
+    out = []
+    for rec in records:
+        rec = dict(rec, run_id="run-b")
+        if rec[MEM] is not None:
+            rec[MEM] = int(rec[MEM] * (1 + rng.uniform(-rel, rel)))
+        out.append(rec)
+    return out
+
+
+def test_tolerance_and_delta_boundaries_are_exact():
+    assert st.tolerance(100 * MiB, MiB, 0.005) == MiB  # the 1 MiB floor wins below 200 MiB
+    assert st.tolerance(400 * MiB, MiB, 0.005) == pytest.approx(2 * MiB)
+    assert st.judge_delta(100, 111, 10) == st.REGRESSED
+    assert st.judge_delta(100, 110, 10) == st.UNCHANGED  # exactly at the tolerance is still noise
+    assert st.judge_delta(100, 89, 10) == st.IMPROVED
+
+
+def test_bootstrap_interval_is_reproducible_and_brackets_the_ratio():
+    base, cur = [1.0, 1.1, 0.9, 1.05, 0.95], [1.3, 1.2, 1.25, 1.35, 1.28]
+    a = st.median_ratio_interval(base, cur, confidence=0.95, resamples=2000, seed=0)
+    b = st.median_ratio_interval(base, cur, confidence=0.95, resamples=2000, seed=0)
+    assert a == b
+    assert a.ratio == pytest.approx(1.28) and a.low <= a.ratio <= a.high
+    assert st.judge_ratio(a, 0.05) == st.REGRESSED
+
+
+def test_twenty_aa_runs_with_rss_noise_raise_no_memory_alarm():
+    rng = random.Random(1234)
+    base = smoke_records()
+    for _ in range(20):
+        comparison = judge(base, noisy(base, rng, 0.003))
+        memory = [v for v in comparison.verdicts if v.kind == "memory"]
+        assert len(memory) == 5  # every ok case judged, the unsupported one is a status verdict
+        assert [v.status for v in memory if v.status != "unchanged"] == []
+        assert comparison.exit_code == 0
+
+
+def test_one_percent_more_peak_memory_is_caught_every_time():
+    rng = random.Random(99)
+    base = smoke_records()  # the baseline case peaks at 400 MiB
+    for _ in range(20):
+        cur = noisy(base, rng, 0.003)
+        cur[0][MEM] = int(base[0][MEM] * 1.01)
+        comparison = judge(base, cur)
+        regressed = [(v.case_name, v.metric) for v in comparison.verdicts if v.status == "regressed"]
+        assert regressed == [("ci/train/baseline", MEM)]
+        assert comparison.exit_code == 1
+
+
+def test_small_peaks_are_judged_against_the_one_mib_floor():
+    base = [make_record(peak=200 * MiB), make_record("small", peak=50 * MiB)]
+    cur = [dict(r, **{MEM: int(r[MEM] * 1.01)}) for r in base]
+    got = {v.case_name: v.status for v in judge(base, cur).verdicts if v.metric == MEM}
+    assert got == {
+        "ci/train/baseline": "regressed",
+        "small/train/baseline": "unchanged",
+    }  # +2 MiB vs +0.5 MiB
+
+
+def test_changed_definition_is_not_comparable_not_new_and_missing():
+    base = smoke_records()
+    cur = smoke_records("run-b")
+    cur[1] = make_record(
+        "ci", "train", ("activation_checkpointing",), run_id="run-b", definition="policy=full"
+    )
+    comparison = judge(base, cur)
+    changed = [v for v in comparison.verdicts if v.case_name == "ci/train/activation_checkpointing"]
+    assert [(v.metric, v.status) for v in changed] == [("definition", "not comparable")]
+    assert base[1]["case_id"] in changed[0].detail and cur[1]["case_id"] in changed[0].detail
+    assert comparison.exit_code == 0
+
+
+def test_new_and_missing_cases():
+    base = smoke_records()[:5]
+    cur = smoke_records("run-b")[1:]
+    got = [s for s in statuses(judge(base, cur), "status") if s[2] in ("new", "missing")]
+    assert got == [("ci/infer/autocast_bf16", "status", "new"), ("ci/train/baseline", "status", "missing")]
+
+
+def test_a_case_that_now_fails_is_failed_and_one_still_unsupported_is_unchanged():
+    base = smoke_records()
+    cur = smoke_records("run-b")
+    cur[0] = make_record(run_id="run-b", status="oom")
+    comparison = judge(base, cur)
+    got = {v.case_name: v.status for v in comparison.verdicts if v.metric == "status"}
+    assert got == {"ci/train/baseline": "failed", "ci/train/fsdp": "unchanged"}
+    assert comparison.exit_code == 1
+
+
+def test_time_needs_three_samples_per_side_else_insufficient_data():
+    base = [make_record(step_times=[0.1, 0.1])]
+    comparison = judge(base, [dict(base[0], run_id="b")])
+    time = [v for v in comparison.verdicts if v.metric == "step_time_s"]
+    assert [v.status for v in time] == ["insufficient data"]
+    assert comparison.exit_code == 3
+
+
+def test_time_regression_needs_a_clear_shift_of_the_median():
+    steady = [0.100, 0.102, 0.098, 0.101, 0.099, 0.100]
+    base = [make_record(step_times=steady)]
+    slower = [make_record(step_times=[t * 1.2 for t in steady])]
+    jitter = [make_record(step_times=[0.101, 0.099, 0.100, 0.102, 0.098, 0.103])]
+    assert statuses(judge(base, slower), "step_time_s")[0][2] == "regressed"
+    assert statuses(judge(base, jitter), "step_time_s")[0][2] == "unchanged"
+    assert statuses(judge(slower, base), "step_time_s")[0][2] == "improved"
+
+
+def test_loss_increase_beyond_tolerance_is_a_quality_regression():
+    base = [make_record(loss=[10.0, 2.0])]
+    worse = [make_record(loss=[10.0, 2.01])]
+    same = [make_record(loss=[10.0, 2.0000001])]
+    assert statuses(judge(base, worse), "final_loss")[0][2] == "regressed"
+    assert statuses(judge(base, same), "final_loss")[0][2] == "unchanged"
+
+
+def test_environment_change_blocks_memory_unless_allowed():
+    base = smoke_records()
+    cur = [dict(r, run_id="run-b") for r in base]
+    cur[0][MEM] = int(cur[0][MEM] * 1.05)
+    b, c = snap(base), snap(cur, torch_version="2.14.0")
+    blocked = compare_snapshots(b, c, PolicyFile())
+    assert blocked.env_diff == {"torch": ("2.13.0", "2.14.0")}
+    assert {v.status for v in blocked.verdicts if v.kind == "memory"} == {"not comparable"}
+    assert blocked.exit_code == 3
+    allowed = compare_snapshots(b, c, PolicyFile(), allow_env_change=True)
+    assert allowed.exit_code == 1  # judged now: the +5 % is a regression
+    host_only = compare_snapshots(b, snap(cur, host="other-runner"), PolicyFile())
+    assert host_only.env_diff == {"host": ("ci-host", "other-runner")} and host_only.exit_code == 1
+
+
+def test_regression_takes_precedence_over_insufficient_data():
+    base = [make_record(peak=400 * MiB, step_times=[0.1, 0.1])]
+    cur = [make_record(peak=420 * MiB, step_times=[0.1, 0.1])]
+    comparison = judge(base, cur)
+    assert {v.status for v in comparison.verdicts} == {"regressed", "insufficient data", "unchanged"}
+    assert comparison.exit_code == 1
+
+
+def test_policy_overrides_per_suite_and_ungated_metrics(tmp_path):
+    base = smoke_records()
+    cur = [dict(r, run_id="run-b") for r in base]
+    cur[0][MEM] = int(cur[0][MEM] * 1.01)
+    loose = tmp_path / "loose.yaml"
+    loose.write_text(
+        "version: 1\nsuites:\n  smoke:\n    metrics:\n      host_rss_peak_above_base_bytes: {rel: 0.02}\n"
+    )
+    assert judge(base, cur, load_policy(loose)).exit_code == 0
+    ungated = tmp_path / "ungated.json"
+    ungated.write_text(json.dumps({"metrics": {MEM: {"gate": False}}}))
+    comparison = judge(base, cur, load_policy(ungated))
+    assert [v.status for v in comparison.verdicts if v.metric == MEM].count("regressed") == 1
+    assert comparison.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("version: 1\nmetric: {}\n", "metric"),  # a typo of `metrics`
+        ("metrics:\n  host_rss_peak_above_base_bytes: {tolerance: 3}\n", "tolerance"),
+        ("metrics:\n  my_metric: {rel: 0.1}\n", "needs `kind`"),
+        ("version: 2\n", "version"),
+    ],
+)
+def test_policy_files_are_strict(tmp_path, text, match):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(HarnessError, match=match) as err:
+        load_policy(path)
+    assert err.value.exit_code == 2 and str(path) in str(err.value)
+
+
+def test_run_compare_writes_junit_markdown_and_json(tmp_path):
+    base = write_run(tmp_path / "r", smoke_records())
+    cur_records = smoke_records("run-b")
+    cur_records[0][MEM] = int(cur_records[0][MEM] * 1.01)
+    cur = write_run(tmp_path / "r", cur_records, make_manifest("run-b"))
+    out = {k: tmp_path / f"o.{k}" for k in ("xml", "md", "json")}
+    code = run_compare(
+        base,
+        cur,
+        junit=out["xml"],
+        md=out["md"],
+        json_out=out["json"],
+        console=Console(file=None, width=200, quiet=True),
+    )
+    assert code == 1
+    suite = ET.parse(out["xml"]).getroot().find("testsuite")
+    assert suite is not None
+    cases = suite.findall("testcase")
+    data = json.loads(out["json"].read_text())
+    assert len(cases) == len(data["verdicts"]) == int(suite.get("tests", "0"))
+    failed = [(c.get("classname"), c.get("name")) for c in cases if c.find("failure") is not None]
+    assert failed == [("ci/train/baseline", MEM)] and suite.get("failures") == "1"
+    assert data["exit_code"] == 1 and data["counts"]["regressed"] == 1
+    md = out["md"].read_text()
+    row = f"| ci/train/baseline | {MEM} | regressed | 400.00 MiB | 404.00 MiB | +1.00% |"
+    assert row in md
+
+
+def test_junit_and_markdown_escape_user_strings():
+    base = [make_record(case_name='a<b>&"c|d')]
+    cur = [dict(base[0], run_id="b", status="error", error="boom <x>")]
+    comparison = judge(base, cur)
+    xml = to_junit(comparison)
+    assert ET.fromstring(xml.split("\n", 1)[1]).find(".//failure") is not None
+    assert 'classname="a&lt;b&gt;&amp;&quot;c|d"' in xml
+    assert 'a&lt;b&gt;&amp;"c\\|d' in to_markdown(comparison)
+
+
+def test_update_baseline_writes_a_small_file_that_compares_clean(tmp_path):
+    run = write_run(tmp_path / "r", smoke_records())
+    baseline = tmp_path / "baselines" / "smoke-cpu.json"
+    quiet = Console(quiet=True)
+    assert run_compare(baseline, run, update_baseline=True, console=quiet) == 0
+    loaded = read_baseline(baseline)
+    assert len(loaded.cases) == 6 and loaded.env["torch"] == "2.13.0" and loaded.run["commit"] == "abc1234"
+    assert baseline.stat().st_size < 10_000
+    assert run_compare(baseline, run, console=quiet) == 0
+    worse = smoke_records("run-b")
+    worse[1][MEM] = int(worse[1][MEM] * 1.02)
+    worse_run = write_run(tmp_path / "r", worse, make_manifest("run-b"))
+    assert run_compare(baseline, worse_run, console=quiet) == 1
+    assert run_compare(baseline, worse_run, update_baseline=True, console=quiet) == 0  # accepted
+    assert run_compare(baseline, worse_run, console=quiet) == 0
+
+
+def test_usage_errors_exit_two(tmp_path):
+    run = write_run(tmp_path, smoke_records())
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"something": 1}')
+    for baseline, current in ((tmp_path / "nope", run), (bad, run)):
+        with pytest.raises(HarnessError) as err:
+            run_compare(baseline, current, console=Console(quiet=True))
+        assert err.value.exit_code == 2
+    with pytest.raises(HarnessError, match=r"\.json"):
+        run_compare(tmp_path / "baseline.yaml", run, update_baseline=True, console=Console(quiet=True))

@@ -1,0 +1,229 @@
+"""The report pipeline on hand-made records: results -> tidy table -> figures -> one HTML page / md / csv."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.offline
+import pytest
+from fixtures_results import MiB, make_manifest, make_record, smoke_records, write_run
+
+from harness.errors import HarnessError
+from harness.report import build_report, report_html
+from harness.report.figures import breakdown_figures, decimate, history_figures, pareto_figures
+from harness.report.html import relative_href
+from harness.report.tidy import latest_run, pareto_mask, records, savings, tidy
+from harness.results.load import flatten, load_results, run_paths
+
+
+def saved_rows(recs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    frame = savings(tidy(pd.DataFrame([_flat(r) for r in recs])))
+    return {str(r["techniques_name"]): r for r in records(frame)}
+
+
+def _flat(record: dict[str, Any]) -> dict[str, Any]:
+    return {**flatten(record), "run_started_at": "2025-01-01T00:00:00Z", "run_commit": "abc", "run_dir": "."}
+
+
+def test_load_results_flattens_records_and_adds_run_columns(tmp_path):
+    # GIVEN a run on disk  WHEN it is loaded  THEN nested keys are '.'-joined and run provenance is added
+    run = write_run(tmp_path, smoke_records())
+    frame = load_results(run)
+    assert len(frame) == 6
+    assert frame["phases.measured.duration_s"].tolist() == [0.5] * 6
+    assert set(frame["run_commit"]) == {"abc1234"}
+    assert set(frame["run_started_at"]) == {"2025-01-01T00:00:00Z"}
+    assert len(load_results([run, run / "results.jsonl"])) == 12
+
+
+def test_results_root_expands_into_its_runs(tmp_path):
+    write_run(tmp_path, smoke_records("run-a"))
+    write_run(tmp_path, smoke_records("run-b"))
+    assert [p.name for p in run_paths([tmp_path])] == ["run-a", "run-b"]
+
+
+def test_savings_are_ratios_to_the_baseline_of_the_same_group():
+    rows = saved_rows(smoke_records())
+    ckpt, base = rows["activation_checkpointing"], rows["baseline"]
+    assert ckpt["peak_ratio"] == pytest.approx(250 / 400)
+    assert ckpt["step_time_ratio"] == pytest.approx(0.14 / 0.11)  # medians of the step lists
+    assert ckpt["peak_metric"] == "host_rss_peak_above_base_bytes"
+    assert base["peak_ratio"] == 1.0
+    assert rows["autocast_bf16"]["quality_delta"] == pytest.approx(0.01)  # last-step loss 9.01 vs 9.0
+    assert rows["autocast_bf16"]["peak_ratio"] == pytest.approx(90 / 120)  # infer against infer's baseline
+    assert rows["fsdp"]["status"] == "unsupported"
+    assert rows["fsdp"]["peak_ratio"] is None and "something went wrong" in rows["fsdp"]["error"]
+
+
+def test_quality_prefers_heldout_loss_and_peak_prefers_the_gpu_figure():
+    recs = [
+        make_record(heldout_loss=3.0, gpu_peak=100 * MiB),
+        make_record(techniques=("lora",), heldout_loss=3.25, gpu_peak=60 * MiB),
+    ]
+    lora = saved_rows(recs)["lora"]
+    assert lora["quality_metric"] == "heldout_loss" and lora["quality_delta"] == pytest.approx(0.25)
+    assert lora["peak_metric"] == "gpu_peak_allocated_bytes" and lora["peak_ratio"] == pytest.approx(0.6)
+
+
+def test_no_ratio_between_different_peak_measures():
+    recs = [make_record(peak=100 * MiB), make_record(techniques=("x",), gpu_peak=50 * MiB, device="cpu")]
+    x = saved_rows(recs)["x"]
+    assert x["peak_ratio"] is None and x["baseline_note"] == "baseline measured a different peak"
+
+
+def test_pareto_mask_keeps_only_undominated_points():
+    # memory (lower better), speed (higher better)
+    assert pareto_mask([400, 250, 330, 420], [9, 7, 11, 8]) == [False, True, True, False]
+    assert pareto_mask([1, 1], [5, 5]) == [True, True]  # ties dominate nobody
+
+
+def test_pareto_figure_draws_the_frontier_and_one_marker_per_ok_case():
+    frame = savings(tidy(pd.DataFrame([_flat(r) for r in smoke_records()])))
+    figs = dict(pareto_figures(frame))
+    train = figs["Pareto: ci / train"]
+    frontier, cases = train.data
+    assert len(cases.x) == 3  # the unsupported case has no point
+    assert list(frontier.x) == [250.0, 330.0]  # checkpointing and SDPA; baseline is dominated by SDPA
+
+
+def test_decimate_keeps_every_spike():
+    t = list(range(10_000))
+    y = [0.0] * 10_000
+    y[4321] = 99.0
+    td, yd = decimate(t, y, 800)
+    assert len(td) <= 800 and max(yd) == 99.0 and td == sorted(td)
+
+
+def test_breakdown_stacks_measured_beside_predicted_and_is_skipped_when_absent():
+    assert breakdown_figures(tidy(pd.DataFrame([_flat(r) for r in smoke_records()]))) == []
+    rec = make_record(
+        breakdown={"parameters_bytes": 10 * MiB, "activations_bytes": 200 * MiB},
+        predicted={"parameters_bytes": 10 * MiB, "activations_bytes": 180 * MiB},
+    )
+    (_title, fig), *rest = breakdown_figures(tidy(pd.DataFrame([_flat(rec)])))
+    assert not rest
+    assert [t.name for t in fig.data] == ["parameters", "activations"]
+    assert list(fig.data[1].x[1]) == ["measured", "predicted"]
+    assert list(fig.data[1].y) == [200.0, 180.0]
+
+
+def test_history_orders_runs_by_start_time(tmp_path):
+    late = write_run(
+        tmp_path, smoke_records("run-late"), make_manifest("run-late", "c2", "2025-02-01T00:00:00Z")
+    )
+    early = write_run(
+        tmp_path, smoke_records("run-early"), make_manifest("run-early", "c1", "2025-01-01T00:00:00Z")
+    )
+    frame = tidy(load_results([late, early]))
+    figs = history_figures(frame)
+    assert len(figs) == 4
+    assert list(figs[0][1].layout.xaxis.categoryarray) == [
+        "c1 2025-01-01T00:00:00Z",
+        "c2 2025-02-01T00:00:00Z",
+    ]
+    assert latest_run(frame)["run_id"].iloc[0] == "run-late"
+    assert history_figures(tidy(load_results([early]))) == []
+
+
+def test_html_is_self_contained_with_plotly_once_and_escapes_user_strings(tmp_path):
+    recs = smoke_records()
+    recs[2]["case_name"] = "ci/train/<script>alert(1)</script>"
+    recs[2]["techniques_name"] = "<script>alert(2)</script>"
+    recs[3]["error"] = "unsupported: needs <b>CUDA</b>"
+    run = write_run(tmp_path / "results", recs)
+    out = build_report([run], tmp_path / "report.html", "html")
+    text = out.read_text()
+    plotly_js = plotly.offline.get_plotlyjs()
+    assert text.count(plotly_js[:300]) == 1
+    rest = text.replace(plotly_js, "")  # plotly.js itself names its CDN as a default for topojson
+    assert "<script src" not in rest and "cdn.plot.ly" not in rest and "https://" not in rest
+    assert "<script>alert" not in text
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in text
+    assert "needs &lt;b&gt;CUDA&lt;/b&gt;" in text
+    assert 'data-expected="4"' in text  # 2 pareto + 2 timeline figures, no breakdown, no history
+
+
+def test_report_renders_without_optional_fields(tmp_path):
+    # no timelines, no GPU, no breakdown, failed and unsupported cases
+    recs = [
+        make_record(),
+        make_record(techniques=("a",), status="oom"),
+        make_record(techniques=("b",), status="unsupported"),
+    ]
+    for rec in recs:
+        for key in ("artifacts", "timeline_file", "gpu_peak_allocated_bytes", "loss"):
+            rec.pop(key)
+    frame = tidy(load_results(write_run(tmp_path, recs, timelines=False)))
+    text = report_html(frame, [("run-a", {})], {}, tmp_path, plotly_js="")
+    assert "Memory timelines" not in text and "Memory breakdown" not in text and "History" not in text
+    assert text.count('<tr class="bad">') == 1 and text.count('<tr class="skip">') == 1
+    assert 'data-expected="1"' in text  # the baseline alone still gets its Pareto point
+
+
+def test_artifact_links_are_relative_and_only_for_plain_paths(tmp_path):
+    assert relative_href(str(tmp_path / "results/run-a"), "cases/x/flame.html", tmp_path) == (
+        "results/run-a/cases/x/flame.html"
+    )
+    assert relative_href(".", "javascript:alert(1)", tmp_path) is None
+    assert relative_href(".", "../../etc/passwd", tmp_path) is None
+    rec = make_record(artifacts={"flame graph": "cases/x/flame.html"})
+    run = write_run(tmp_path / "results", [rec])
+    text = build_report([run], tmp_path, "html").read_text()
+    assert '<a href="results/run-a/cases/x/flame.html">flame graph</a>' in text
+
+
+def test_markdown_summary_is_a_table_per_group_with_escaped_cells(tmp_path):
+    recs = smoke_records()
+    recs[3]["error"] = "needs a | pipe and <html>"
+    out = build_report([write_run(tmp_path, recs)], tmp_path / "summary.md", "md").read_text()
+    assert out.count("### ") == 2
+    assert "| activation_checkpointing | ok | 250.0 | 0.625 | 1.273 | +0 |  |" in out
+    assert "needs a \\| pipe and &lt;html&gt;" in out
+    assert "6 cases: 5 ok, 1 unsupported." in out
+
+
+def test_csv_export_round_trips_and_parquet_needs_pyarrow(tmp_path):
+    run = write_run(tmp_path, smoke_records())
+    csv = build_report([run], tmp_path / "t.csv", "csv")
+    back = pd.read_csv(csv)
+    assert len(back) == 6 and back["peak_bytes"].dropna().max() == 400 * MiB
+    if importlib.util.find_spec("pyarrow") is None:
+        with pytest.raises(HarnessError, match="pyarrow"):
+            build_report([run], tmp_path / "t.parquet", "parquet")
+    with pytest.raises(HarnessError, match="unknown report format"):
+        build_report([run], tmp_path / "t.x", "xlsx")
+
+
+def test_empty_or_missing_input_is_a_usage_error(tmp_path):
+    with pytest.raises(HarnessError) as err:
+        build_report([tmp_path / "nope"], tmp_path / "r.html", "html")
+    assert err.value.exit_code == 2
+
+
+def test_sixty_case_report_stays_under_ten_megabytes(tmp_path):
+    recs = [
+        make_record(
+            f"m{m}", f"w{w}", (f"t{t}",) if t else (), peak=(100 + 10 * t) * MiB, step_times=[0.1] * 30
+        )
+        for m in range(3)
+        for w in range(4)
+        for t in range(5)
+    ]
+    assert len(recs) == 60
+    run = write_run(tmp_path, recs, n_samples=3000)  # a minute of samples at 20 ms per case
+    out = build_report([run], tmp_path / "r.html", "html")
+    size = out.stat().st_size
+    assert size < 10 * 1024 * 1024, size
+    assert json.loads((run / recs[0]["timeline_file"]).read_text())["t_s"][-1] == pytest.approx(59.98)
+
+
+def test_report_of_a_results_root_includes_history(tmp_path):
+    write_run(tmp_path, smoke_records("run-a"), make_manifest("run-a", "c1", "2025-01-01T00:00:00Z"))
+    write_run(tmp_path, smoke_records("run-b"), make_manifest("run-b", "c2", "2025-01-02T00:00:00Z"))
+    text = build_report([tmp_path], tmp_path / "out" / "r.html", "html").read_text()
+    assert "<h2>History</h2>" in text and 'data-expected="8"' in text
+    assert Path(tmp_path / "out" / "r.html").is_file()
