@@ -1,0 +1,61 @@
+"""The harness's own fixed cost per case, beside a bare `python -c "import torch"`.
+
+Run for figures:  pytest tests/test_bench_overhead.py --benchmark-enable
+(with the default --benchmark-disable each runs once, as a check that it works).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from harness.runner.parent import run_pass
+from harness.suite.load import load_suite
+
+pytestmark = pytest.mark.slow
+
+SUITE = """\
+version: 1
+defaults: {warmup_steps: 0, measured_steps: 1, timing_pass: false}
+models:
+  tiny: {size: ci, n_layers: 1, d_model: 32, n_heads: 2, d_ff: 64}
+workloads:
+  infer: {kind: infer, batch_size: 1, seq_len: 8}
+techniques:
+  baseline: []
+matrix: {model: [tiny], workload: [infer], techniques: [baseline]}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_case(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "tiny.yaml"
+    path.write_text(textwrap.dedent(SUITE))
+    return load_suite(path).cases[0]
+
+
+def test_bare_import_torch(benchmark):
+    benchmark.pedantic(
+        lambda: subprocess.run([sys.executable, "-c", "import torch"], check=True), rounds=5, warmup_rounds=1
+    )
+
+
+def test_case_process_fixed_cost(benchmark, tiny_case, tmp_path):
+    """A whole memory pass of a trivial case: spawn, imports, phase protocol, one step, result, exit."""
+    parts: dict[str, list[float]] = {"spawn_to_first_measured_step_s": [], "teardown_s": []}
+
+    def one() -> None:
+        result = run_pass(tiny_case, tmp_path / "case", True, None, time.monotonic() + 120)
+        assert result.status == "ok"
+        measured = next(p for p in result.phases if p.name == "measured")
+        parts["spawn_to_first_measured_step_s"].append(measured.t_start_s)
+        parts["teardown_s"].append(result.wall_time_s - result.phases[-1].t_end_s)
+
+    benchmark.pedantic(one, rounds=5, warmup_rounds=1)
+    for name, values in parts.items():
+        benchmark.extra_info[name + "_median"] = sorted(values)[len(values) // 2]
+    assert benchmark.extra_info["teardown_s_median"] < 5
