@@ -1,0 +1,106 @@
+"""Where the tensor bytes of one step go, by category, from a separate untimed instrumented step.
+
+`torch.distributed._tools.mem_tracker.MemTracker` sees every tensor storage created through the
+dispatcher (CPU and CUDA alike) and files it under parameter, buffer, gradient, activation (made in
+forward, or recomputed by checkpointing), temporary (made in backward), optimizer state, or other.
+It costs about x1.3 step time and extra host memory (measurement.md), so it never runs in a timed or
+memory-measured step: the case process calls it after the measured steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributed._tools.mem_tracker import MemTracker
+
+from harness.workloads.base import Session
+
+# MemTracker's category labels -> our metric names (without the `_bytes` suffix).
+CATEGORIES: dict[str, str] = {
+    "Parameter": "parameters",
+    "Buffer": "buffers",
+    "Gradient": "gradients",
+    "Optstate": "optimizer_state",
+    "Activation": "activations",
+    "Temp": "temporaries",
+    "Other": "other",
+}
+
+
+class _NoHook:
+    """Stands in for a gradient-hook handle on a frozen parameter (see `_skip_frozen_params`)."""
+
+    def remove(self) -> None:
+        return None
+
+
+def _skip_frozen_params(tracker: MemTracker, model: torch.nn.Module) -> None:
+    # MemTracker registers a gradient hook on every parameter it meets, and torch refuses a hook on a
+    # tensor that does not require grad (inference, frozen bases under LoRA). A handle already present
+    # makes it skip the registration; the parameter's bytes are still tracked.
+    for p in model.parameters():
+        if not p.requires_grad:
+            tracker._param_to_grad_hook_handles[p] = (_NoHook(), _NoHook())
+
+
+def _has_state(optimizer: torch.optim.Optimizer | None) -> bool:
+    return optimizer is not None and any(len(s) > 0 for s in optimizer.state.values())
+
+
+def default_step_index(session: Session) -> int:
+    """The last prepared batch: the breakdown repeats a step the measured loop already ran."""
+    batches = getattr(session, "batches", None)
+    return len(batches) - 1 if batches else 0
+
+
+def breakdown_step(session: Session, i: int | None = None, module_depth: int = 0) -> dict[str, int]:
+    """Run one extra `session.step(i)` under MemTracker and split the step's tensor peak by category.
+
+    Returns `<category>_bytes` for parameters, buffers, gradients, optimizer_state, activations,
+    temporaries and other, at the moment of the step's peak, plus `tensor_peak_bytes` (their sum).
+    With `module_depth` > 0, adds `module_peak_bytes.<fqn>` for modules up to that depth: the highest
+    total tensor bytes seen while the module ran, forward or backward.
+
+    If the optimizer has no state yet (no step has run), one untracked step runs first, so the
+    breakdown describes a steady-state step with optimizer state present, as the measured steps were.
+    The step changes the weights (it is a real training step): call it after the measured steps.
+    """
+    optimizer: torch.optim.Optimizer | None = getattr(session, "optimizer", None)
+    index = default_step_index(session) if i is None else i
+    if optimizer is not None and not _has_state(optimizer):
+        session.step(index)
+    tracker = MemTracker()
+    _skip_frozen_params(tracker, session.model)
+    tracker.track_external(session.model, *([optimizer] if optimizer is not None else []))
+    with tracker:
+        session.step(index)
+        modules = _module_peaks(tracker, module_depth) if module_depth > 0 else {}
+        # Module stats must be cleared between steps, or the next forward of the root raises.
+        tracker.reset_mod_stats()
+    return {**_peak_categories(tracker), **modules}
+
+
+def _peak_categories(tracker: MemTracker) -> dict[str, int]:
+    snapshot = tracker.get_tracker_snapshot("peak")
+    # One device per case; the host also holds a few CPU tensors on a CUDA case (the batch indices
+    # before `.to`): take the device with the highest peak, which is the one the case runs on.
+    dev_snap = max(snapshot.values(), key=lambda s: s.get("Total", 0)) if snapshot else {}
+    # Snapshot keys are `_MemRefType` members, a str Enum: they compare and hash equal to their labels.
+    out = {f"{name}_bytes": int(dev_snap.get(label, 0)) for label, name in CATEGORIES.items()}
+    out["tensor_peak_bytes"] = int(dev_snap.get("Total", 0))
+    return out
+
+
+def _module_peaks(tracker: MemTracker, depth: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for stats in tracker.memory_tracking.values():
+        if stats.mod_fqn.count(".") + 1 > depth:
+            continue
+        totals = [
+            dev_snap.get("Total", 0)
+            for state in ("Peak-Forward", "Peak-Backward")
+            for snap in stats.snapshots.get(state, [])
+            for dev_snap in snap.values()
+        ]
+        if totals:
+            out[f"module_peak_bytes.{stats.mod_fqn}"] = int(max(totals))
+    return out

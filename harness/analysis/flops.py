@@ -1,0 +1,143 @@
+"""FLOPs of a step, achieved FLOP/s and model FLOPs utilisation (MFU).
+
+Per token, training costs about 6N + 12*L*h*s FLOPs and a forward 2N + 4*L*h*s (Chowdhery et al.
+2022, PaLM, appendix B; nanoGPT's `estimate_mfu`): N non-embedding parameters (each weight is one
+multiply-add forward, two backward), and the attention products QK^T and PV (2*s*h each per token
+and layer forward; causal masking is not subtracted, as PaLM does not). Embedding lookups are no
+matmul and are left out; our untied LM head is a matmul and is counted in N.
+
+`torch.utils.flop_counter.FlopCounterMode` counts matrix products only (mm/addmm/bmm, 2*m*n*k), so it
+sees the weights of the linear layers but not their biases, LayerNorm parameters or element-wise
+ops: `matmul_flops_per_step` is that count, derived exactly; the 6N figure is above it by 6 FLOPs per
+token for each bias and LayerNorm parameter (about 1 % on the ci model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.case import CaseSpec
+from harness.models.config import ModelConfig, count_params
+
+# Dense (no sparsity) peak FLOP/s by GPU and compute dtype, from the vendor datasheets.
+# Order matters: the first key contained in torch.cuda.get_device_name() + " " wins (PCIe before SXM;
+# a trailing space keeps "L4 " from matching an L40S and "A10 " from matching an A10G).
+GPU_PEAKS: list[tuple[str, dict[str, float]]] = [
+    # NVIDIA H100 datasheet (PCIe): BF16 756 TFLOPS (1,513 with sparsity), FP32 51 TFLOPS.
+    ("H100 PCIe", {"bfloat16": 756e12, "float16": 756e12, "float32": 51.2e12}),
+    # NVIDIA H100 datasheet (SXM): BF16 989 TFLOPS dense (1,979 with sparsity), FP32 67 TFLOPS.
+    ("H100", {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}),
+    # NVIDIA H200 datasheet (SXM): the H100 SXM's compute, BF16 989 dense, FP32 67.
+    ("H200", {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}),
+    # NVIDIA A100 datasheet: BF16/FP16 312 TFLOPS, FP32 19.5 (TF32 156, only with allow_tf32).
+    ("A100", {"bfloat16": 312e12, "float16": 312e12, "float32": 19.5e12}),
+    # NVIDIA L4 datasheet: BF16 121 TFLOPS dense (242 with sparsity), FP32 30.3.
+    ("L4 ", {"bfloat16": 121e12, "float16": 121e12, "float32": 30.3e12}),
+    # NVIDIA A10 datasheet: BF16 125 TFLOPS dense (250 with sparsity), FP32 31.2. (A10G, AWS's
+    # variant, is not listed: its vendor figures differ and were not verified.)
+    ("A10 ", {"bfloat16": 125e12, "float16": 125e12, "float32": 31.2e12}),
+    # NVIDIA V100 datasheet (SXM2): FP16 tensor 125 TFLOPS, FP32 15.7; no bf16 units.
+    ("V100", {"float16": 125e12, "float32": 15.7e12}),
+    # NVIDIA T4 datasheet: FP16 tensor 65 TFLOPS, FP32 8.1; no bf16 units.
+    ("T4 ", {"float16": 65e12, "float32": 8.1e12}),
+]
+
+
+def non_embedding_params(cfg: ModelConfig) -> int:
+    """Parameters that take part in a matmul or normalisation per token (embeddings excluded)."""
+    embed = cfg.vocab_size * cfg.d_model + (
+        cfg.max_seq_len * cfg.d_model if cfg.pos_encoding == "learned" else 0
+    )
+    # A tied head is the embedding matrix used as a matmul: it counts once, as the head.
+    return count_params(cfg) - embed + (cfg.vocab_size * cfg.d_model if cfg.tie_embeddings else 0)
+
+
+def matmul_weight_params(cfg: ModelConfig) -> int:
+    """Weights of the linear layers only: what FlopCounterMode sees."""
+    d = cfg.d_model
+    return cfg.n_layers * (4 * d * d + 2 * d * cfg.d_ff) + cfg.vocab_size * d
+
+
+def _checkpointed_blocks(case: CaseSpec, cfg: ModelConfig) -> int:
+    for t in case.techniques:
+        if t.name == "activation_checkpointing":
+            return len(range(0, cfg.n_layers, int(t.config.get("every_k_blocks", 1))))
+    return 0
+
+
+def flops_per_step(case: CaseSpec) -> dict[str, Any]:
+    """Analytic FLOPs of one step of `case` (the dense model as the suite defines it).
+
+    `model_flops_per_step`: 6N + 12Lhs per token (train) or 2N + 4Lhs (infer), the MFU numerator.
+    `hardware_flops_per_step`: adds the forward matmuls that activation checkpointing recomputes.
+    `matmul_flops_per_step`: the same work restricted to matrix products (FlopCounterMode's count).
+    """
+    cfg = ModelConfig(**case.model)
+    tokens = case.batch_size * case.seq_len
+    attn = 4 * cfg.n_layers * cfg.d_model * case.seq_len  # forward QK^T and PV, per token
+    passes = {"train": 3, "infer": 1}.get(case.workload_kind)
+    if passes is None:
+        return {"flops_unavailable_reason": f"no FLOP formula for workload kind {case.workload_kind!r}"}
+    model = tokens * passes * (2 * non_embedding_params(cfg) + attn)
+    matmul = tokens * passes * (2 * matmul_weight_params(cfg) + attn)
+    # Non-reentrant checkpointing stops recomputing once the last tensor backward needs exists: the
+    # MLP's second matmul (whose input, not output, is saved) is never re-run.
+    recomputed = tokens * (2 * (4 * cfg.d_model**2 + cfg.d_model * cfg.d_ff) + attn // cfg.n_layers)
+    recompute = _checkpointed_blocks(case, cfg) * recomputed if passes == 3 else 0
+    return {
+        "model_flops_per_step": model,
+        "hardware_flops_per_step": model + recompute,
+        "matmul_flops_per_step": matmul,
+    }
+
+
+def compute_dtype(case: CaseSpec) -> str:
+    """The dtype matmuls run in: autocast's when present, else the weights'."""
+    for t in case.techniques:
+        if t.name == "autocast":
+            return str(t.config.get("dtype", "bfloat16"))
+    return case.dtype
+
+
+def gpu_peak(device_name: str, dtype: str) -> tuple[float, str] | str:
+    """(peak FLOP/s, table entry) for a GPU name, or why there is none."""
+    for key, peaks in GPU_PEAKS:
+        if key in device_name + " ":
+            if dtype not in peaks:
+                return f"{key} has no {dtype} matrix units in its datasheet"
+            return peaks[dtype], key.strip()
+    return f"no peak FLOP/s on record for GPU {device_name!r}"
+
+
+def mfu(
+    case: CaseSpec, step_time_s: float, peak_flop_per_s: float | None, peak_source: str
+) -> dict[str, Any]:
+    """Achieved FLOP/s of the median step and its fraction of the peak (`peak_source` names where the
+    peak came from: `table:<gpu>` or `calibrated:cpu`)."""
+    flops = flops_per_step(case)
+    if "model_flops_per_step" not in flops or step_time_s <= 0:
+        return {**flops, "mfu_unavailable_reason": flops.get("flops_unavailable_reason", "no step time")}
+    achieved = flops["model_flops_per_step"] / step_time_s
+    out: dict[str, Any] = {**flops, "achieved_flop_per_s": achieved}
+    if peak_flop_per_s is None:
+        out["mfu_unavailable_reason"] = peak_source
+        return out
+    out.update(
+        mfu_fraction=achieved / peak_flop_per_s,
+        mfu_peak_flop_per_s=peak_flop_per_s,
+        mfu_peak_source=peak_source,
+    )
+    return out
+
+
+def mfu_for_device(case: CaseSpec, step_time_s: float, device_name: str | None = None) -> dict[str, Any]:
+    """MFU against the right peak: the GPU table on CUDA, a cached matmul calibration on CPU."""
+    dtype = compute_dtype(case)
+    if case.device == "cuda":
+        found = gpu_peak(device_name or "", dtype)
+        if isinstance(found, str):
+            return mfu(case, step_time_s, None, found)
+        return mfu(case, step_time_s, found[0], f"table:{found[1]}")
+    from harness.analysis.calibrate import cpu_peak_flop_per_s
+
+    return mfu(case, step_time_s, cpu_peak_flop_per_s(dtype, case.threads), "calibrated:cpu")

@@ -1,0 +1,74 @@
+"""Quality of a case's model against held-out text and against a reference model's predictions.
+
+Memory techniques that change the math (autocast, quantization, pruning) are judged by how far the
+model's next-token distribution moves: held-out loss and perplexity on real text, the KL divergence
+from the reference's distribution, and how often the most likely token stays the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _flat(logits: torch.Tensor) -> torch.Tensor:
+    return logits.detach().float().reshape(-1, logits.size(-1))  # (tokens, V), fp32
+
+
+def heldout_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Mean next-token cross-entropy over every token of `batches` (nats), and its perplexity."""
+    total, tokens = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for x, y in batches:
+            logits = _flat(model(x.to(device)))
+            total += float(F.cross_entropy(logits, y.to(device).reshape(-1), reduction="sum"))
+            tokens += y.numel()
+    if tokens == 0:
+        raise ValueError("no held-out tokens")
+    loss = total / tokens
+    return {"heldout_loss_nats": loss, **perplexity(loss)}
+
+
+def perplexity(loss_nats: float) -> dict[str, float]:
+    """exp(mean cross-entropy in nats)."""
+    return {"perplexity": math.exp(loss_nats)}
+
+
+def kl_divergence(logits_case: torch.Tensor, logits_ref: torch.Tensor) -> dict[str, float]:
+    """Mean over tokens of KL(ref || case) = sum_v p_ref(v) (log p_ref(v) - log p_case(v)), in nats:
+    the information lost when the case's distribution stands in for the reference's."""
+    log_case = F.log_softmax(_flat(logits_case), dim=-1)
+    log_ref = F.log_softmax(_flat(logits_ref), dim=-1)
+    per_token = (log_ref.exp() * (log_ref - log_case)).sum(-1)
+    return {"kl_divergence_nats": float(per_token.mean())}
+
+
+def top1_agreement(logits_case: torch.Tensor, logits_ref: torch.Tensor) -> dict[str, float]:
+    """Fraction of tokens whose most likely next token is the same under both models."""
+    same = _flat(logits_case).argmax(-1) == _flat(logits_ref).argmax(-1)
+    return {"top1_agreement_fraction": float(same.float().mean())}
+
+
+def compare_models(
+    model: nn.Module, reference: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, float]:
+    """Token-weighted KL(ref || case) and top-1 agreement of two models over the same batches."""
+    kl_sum, agree, tokens = 0.0, 0.0, 0
+    device = next(model.parameters()).device
+    ref_device = next(reference.parameters()).device
+    with torch.no_grad():
+        for x, _ in batches:
+            case_logits = model(x.to(device)).to(ref_device)
+            ref_logits = reference(x.to(ref_device))
+            n = x.numel()
+            kl_sum += kl_divergence(case_logits, ref_logits)["kl_divergence_nats"] * n
+            agree += top1_agreement(case_logits, ref_logits)["top1_agreement_fraction"] * n
+            tokens += n
+    if tokens == 0:
+        raise ValueError("no tokens to compare")
+    return {"kl_divergence_nats": kl_sum / tokens, "top1_agreement_fraction": agree / tokens}

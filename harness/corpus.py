@@ -1,0 +1,230 @@
+"""Real text with no download: a byte-level corpus (vocab 256) and a reference model trained on it.
+
+Quality on random-init weights is noise (techniques.md), so quality metrics need a model that has
+learnt something, and held-out text it has not seen. Every Python installation carries its standard
+library's source: the corpus is those `.py` files (walked in sorted order, read until a size cap),
+or a text file the user names. The text is cut into 8 KiB chunks and every tenth chunk is held out:
+deterministic, a tenth held out at any cap, and a larger cap keeps the smaller cap's split as its start.
+
+Both the corpus and the reference model are cached under `cache_dir()` (env HARNESS_CACHE_DIR, else
+$XDG_CACHE_HOME/harness, else ~/.cache/harness), keyed by a hash of everything that determines them;
+a cache file whose content does not match its key is rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import harness
+from harness.models.config import ModelConfig
+
+VOCAB_SIZE = 256  # bytes
+DEFAULT_MAX_BYTES = 4 * 2**20  # the first 4 MiB of the sorted standard library
+CHUNK_BYTES = 8 * 1024
+HELDOUT_CHUNK = 9  # of every ten 8 KiB chunks of the text, the tenth is held out
+# Installed packages are not the standard library; caches and test data are not source text.
+SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
+CORPUS_VERSION = 1
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("HARNESS_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "harness" if xdg else Path.home() / ".cache" / "harness"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    train: torch.Tensor  # uint8, 1-D
+    heldout: torch.Tensor  # uint8, 1-D
+    sha256: str  # of the split bytes: identifies the corpus in reference-model keys
+    source: str
+
+    def split(self, name: str) -> torch.Tensor:
+        if name not in ("train", "heldout"):
+            raise ValueError(f"split must be 'train' or 'heldout', not {name!r}")
+        return self.train if name == "train" else self.heldout
+
+
+def _walk_sorted(root: Path, rel: str = "") -> Iterator[tuple[str, Path]]:
+    """Depth-first, entries sorted by name: a deterministic order that can stop early at the cap."""
+    for entry in sorted(os.scandir(root / rel if rel else root), key=lambda e: e.name):
+        sub = f"{rel}/{entry.name}" if rel else entry.name
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name not in SKIP_DIRS:
+                yield from _walk_sorted(root, sub)
+        elif entry.name.endswith(".py") and entry.is_file():
+            yield sub, Path(entry.path)
+
+
+def stdlib_sources(max_bytes: int) -> list[tuple[str, Path]]:
+    """(relative path, path) of the standard library's .py files in sorted order, until `max_bytes`
+    (the file that crosses the cap is the last one)."""
+    out, total = [], 0
+    for rel, p in _walk_sorted(Path(sysconfig.get_paths()["stdlib"])):
+        if total >= max_bytes:
+            break
+        out.append((rel, p))
+        total += p.stat().st_size
+    return out
+
+
+def split_chunks(data: bytes) -> tuple[bytes, bytes]:
+    """(train, held-out): every tenth CHUNK_BYTES chunk of the text is held out."""
+    chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+    held = b"".join(c for i, c in enumerate(chunks) if i % 10 == HELDOUT_CHUNK)
+    train = b"".join(c for i, c in enumerate(chunks) if i % 10 != HELDOUT_CHUNK)
+    return train, held
+
+
+def _build(max_bytes: int, text_file: Path | None) -> tuple[bytes, bytes, str]:
+    if text_file is not None:
+        return (*split_chunks(text_file.read_bytes()), f"file:{text_file}")
+    text = b"".join(p.read_bytes() for _, p in stdlib_sources(max_bytes))
+    return (*split_chunks(text), f"stdlib:{sysconfig.get_paths()['stdlib']}")
+
+
+def _corpus_key(max_bytes: int, text_file: Path | None) -> str:
+    if text_file is not None:
+        st = text_file.stat()
+        ident: list[Any] = ["file", str(text_file.resolve()), st.st_size, st.st_mtime_ns]
+    else:
+        ident = ["stdlib", [(rel, p.stat().st_size) for rel, p in stdlib_sources(max_bytes)]]
+    blob = json.dumps([CORPUS_VERSION, max_bytes, CHUNK_BYTES, HELDOUT_CHUNK, ident])
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _digest(train: bytes, held: bytes) -> str:
+    return hashlib.sha256(len(train).to_bytes(8, "little") + train + held).hexdigest()
+
+
+def load_corpus(max_bytes: int = DEFAULT_MAX_BYTES, text_file: str | Path | None = None) -> Corpus:
+    """The standard-library corpus (or `text_file`'s bytes), from the cache when it is intact."""
+    path = Path(text_file) if text_file is not None else None
+    cache = cache_dir() / "corpus" / f"{_corpus_key(max_bytes, path)}.pt"
+    try:
+        blob = torch.load(cache, weights_only=True)
+        train, held = bytes(blob["train"].numpy()), bytes(blob["heldout"].numpy())
+        if blob["sha256"] == _digest(train, held):
+            return Corpus(blob["train"], blob["heldout"], blob["sha256"], str(blob["source"]))
+    except Exception:  # absent, truncated or tampered with: rebuild from the sources
+        pass
+    train, held, source = _build(max_bytes, path)
+    corpus = Corpus(_as_tensor(train), _as_tensor(held), _digest(train, held), source)
+    _atomic_save(
+        {"train": corpus.train, "heldout": corpus.heldout, "sha256": corpus.sha256, "source": source}, cache
+    )
+    return corpus
+
+
+def _as_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def corpus_batches(
+    n: int, batch_size: int, seq_len: int, split: str = "train", seed: int = 0, corpus: Corpus | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`n` (inputs, targets) int64 pairs of random windows of the split; targets shifted by one.
+
+    Windows start at positions drawn from torch.Generator(seed): the same seed gives the same batches.
+    """
+    data = (corpus or load_corpus()).split(split)
+    if data.numel() < seq_len + 1:
+        raise ValueError(
+            f"the {split} split has {data.numel()} bytes, fewer than seq_len + 1 = {seq_len + 1}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    offsets = torch.arange(seq_len + 1)
+    out = []
+    for _ in range(n):
+        starts = torch.randint(0, data.numel() - seq_len, (batch_size, 1), generator=gen)
+        seq = data[starts + offsets].long()  # (B, T+1)
+        out.append((seq[:, :-1].contiguous(), seq[:, 1:].contiguous()))
+    return out
+
+
+# ---- reference model ---------------------------------------------------------------------------------
+
+REFERENCE_BATCH = 8
+REFERENCE_SEQ = 128
+REFERENCE_LR = 3e-3
+
+
+def reference_key(cfg: ModelConfig, corpus: Corpus, steps: int, seed: int) -> str:
+    """Everything that determines the trained weights, hashed (harness version included)."""
+    ident = [
+        cfg.to_dict(),
+        corpus.sha256,
+        steps,
+        seed,
+        REFERENCE_BATCH,
+        REFERENCE_SEQ,
+        REFERENCE_LR,
+        harness.__version__,
+    ]
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def reference_path(key: str) -> Path:
+    return cache_dir() / "reference" / f"{key}.pt"
+
+
+def _state_digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train_reference(cfg: ModelConfig, corpus: Corpus, steps: int, seed: int) -> dict[str, torch.Tensor]:
+    """Train the fp32 model from its seed-`seed` initialisation for `steps` AdamW steps of
+    REFERENCE_BATCH x REFERENCE_SEQ windows of the train split; returns its state dict."""
+    from harness.models.transformer import Transformer, next_token_loss
+
+    if cfg.vocab_size < VOCAB_SIZE:
+        raise ValueError(f"a byte corpus needs vocab_size >= {VOCAB_SIZE}; the model has {cfg.vocab_size}")
+    seq = min(REFERENCE_SEQ, cfg.max_seq_len)
+    torch.manual_seed(seed)
+    model = Transformer(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=REFERENCE_LR)
+    for x, y in corpus_batches(steps, REFERENCE_BATCH, seq, "train", seed, corpus):
+        loss = next_token_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def reference_model(cfg: ModelConfig, corpus: Corpus, steps: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The reference weights for (cfg, corpus, steps, seed): from the cache when its key and checksum
+    match, else trained now and cached."""
+    key = reference_key(cfg, corpus, steps, seed)
+    path = reference_path(key)
+    try:
+        blob = torch.load(path, weights_only=True)
+        if blob["key"] == key and blob["sha256"] == _state_digest(blob["state_dict"]):
+            return dict(blob["state_dict"])
+    except Exception:  # absent or corrupt: retrain
+        pass
+    state = train_reference(cfg, corpus, steps, seed)
+    _atomic_save({"key": key, "sha256": _state_digest(state), "state_dict": state}, path)
+    return state

@@ -1,0 +1,90 @@
+"""The analytic prediction against the measured tensor breakdown, and its refusal to guess."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from harness.analysis import predict as pr
+from harness.analysis.breakdown import breakdown_step
+from harness.models.config import count_params
+from harness.runner.session import open_session
+from tests.test_breakdown import make_case
+
+TECHNIQUES: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "baseline": [],
+    "activation_checkpointing": [("activation_checkpointing", {"every_k_blocks": 1})],
+    "autocast": [("autocast", {"dtype": "bfloat16"})],
+    "sdpa_attention": [("sdpa_attention", {})],
+}
+SIZES: dict[str, dict[str, Any]] = {
+    # Small batches keep the test fast; the formula's terms all scale with the batch.
+    "ci": {"batch_size": 4},
+    "ci-6x256": {"model": {"n_layers": 6}, "seq_len": 256, "batch_size": 2},
+}
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("tech", TECHNIQUES)
+def test_measured_tensor_peak_is_within_10_percent_of_the_prediction(tech, size):
+    case = make_case(techniques=TECHNIQUES[tech], **SIZES[size])
+    predicted = pr.predict(case)
+    measured = breakdown_step(open_session(case))
+    assert predicted["parameters_bytes"] == measured["parameters_bytes"]
+    assert predicted["optimizer_state_bytes"] == measured["optimizer_state_bytes"]
+    ratio = measured["tensor_peak_bytes"] / predicted["tensor_peak_bytes"]
+    assert 0.9 <= ratio <= 1.1, (tech, size, measured, predicted)
+
+
+def test_saved_activations_follow_the_published_per_layer_formula():
+    # techniques.md: an fp32 explicit-attention GELU layer with d_ff = 4h keeps about 16*e*sbh + e*a*s^2*b.
+    case = make_case(model={"activation": "gelu"})
+    shape = pr.shape_for(case)
+    assert isinstance(shape, pr.Shape)
+    b, s, h, a = 8, 128, 128, 4
+    published = 16 * 4 * s * b * h + 4 * a * s * s * b
+    extra = s * s + 16 * b * s  # the bool causal mask and four LayerNorm statistics
+    assert pr.block_saved_bytes(shape) == published + extra
+
+
+def test_techniques_move_the_prediction_in_the_right_direction():
+    peak = {t: pr.predict(make_case(techniques=v))["tensor_peak_bytes"] for t, v in TECHNIQUES.items()}
+    assert peak["activation_checkpointing"] < peak["autocast"] < peak["baseline"]
+    assert peak["sdpa_attention"] < peak["baseline"]
+    every2 = pr.predict(make_case(techniques=[("activation_checkpointing", {"every_k_blocks": 2})]))
+    saved = {
+        k: pr.predict(make_case(techniques=v))["saved_activations_bytes"]
+        for k, v in {"all": TECHNIQUES["activation_checkpointing"], "base": []}.items()
+    }
+    assert saved["all"] < every2["saved_activations_bytes"] < saved["base"]
+
+
+def test_inference_prediction_is_weights_plus_a_transient():
+    case = make_case("infer")
+    predicted = pr.predict(case)
+    assert predicted["optimizer_state_bytes"] == predicted["gradients_bytes"] == 0
+    assert predicted["parameters_bytes"] == 4 * count_params(pr.ModelConfig(**case.model))
+    measured = breakdown_step(open_session(case))
+    assert 0.9 <= measured["tensor_peak_bytes"] / predicted["tensor_peak_bytes"] <= 1.1
+
+
+def test_an_unknown_technique_makes_the_prediction_unavailable():
+    out = pr.predict(make_case(techniques=[("lora", {"rank": 8})]))
+    assert set(out) == {"prediction_unavailable_reason"}
+    assert "lora" in out["prediction_unavailable_reason"]
+
+
+def test_a_registered_adjustment_extends_the_prediction():
+    def halve_batch(shape: pr.Shape, options: Mapping[str, Any]) -> str | None:
+        shape.batch //= int(options["k"])
+        return None
+
+    pr.register_adjust("test_micro_batches")(halve_batch)
+    try:
+        split = pr.predict(make_case(techniques=[("test_micro_batches", {"k": 2})]))
+        half = pr.predict(make_case(batch_size=4))
+        assert split == half
+    finally:
+        del pr.ADJUSTERS["test_micro_batches"]
