@@ -1,0 +1,61 @@
+"""Shared base of the optimizer techniques: one optimizer per case, chosen in the OPTIMIZER phase.
+
+Not a technique itself (the registry skips modules whose names start with "_").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import ClassVar
+
+from pydantic import Field
+
+from harness.techniques.base import Phase, Technique, TechniqueConfig
+
+ONE_OPTIMIZER = "a case has one optimizer; list one optimizer technique per combination"
+
+
+class _OtherOptimizers(Mapping[str, str]):
+    """`conflicts` of every optimizer technique: all the others, found in the registry when asked.
+
+    Computed rather than listed so that adding an optimizer technique edits no other file.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+
+    def _names(self) -> list[str]:
+        return sorted(
+            n
+            for n, cls in Technique.registry.items()
+            if issubclass(cls, OptimizerTechnique) and n != self.owner
+        )
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self._names():
+            raise KeyError(name)
+        return ONE_OPTIMIZER
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+class OptimizerConfig(TechniqueConfig):
+    lr: float = Field(default=1e-3, gt=0)
+    """Learning rate (the baseline's AdamW uses 1e-3)."""
+
+
+class OptimizerTechnique(Technique):
+    """Base of techniques that replace the default AdamW; subclasses implement `build_optimizer`."""
+
+    phase: ClassVar[Phase] = Phase.OPTIMIZER
+    # An optimizer only matters where parameters are updated.
+    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            cls.conflicts = _OtherOptimizers(cls.name)

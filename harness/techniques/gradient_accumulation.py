@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from harness.techniques.base import Context, Environment, Phase, StepPlan, Technique, TechniqueConfig
+
+
+class GradientAccumulation(Technique):
+    """Split each step's batch into micro-batches and accumulate their gradients before one update.
+
+    Saves: activations are kept for one micro-batch at a time, 1/k of the batch's (measured on CPU:
+    step peak 0.66 / 0.45 / 0.34 of the baseline at k = 2 / 4 / 8); weights, gradients and optimizer
+    state are unchanged. Costs: k smaller forwards/backwards use the hardware less well (lower
+    throughput); nothing in the math: the loss of each micro-batch is divided by k, so the gradient is
+    the full batch's mean (exact up to summation order).
+    """
+
+    name: ClassVar[str] = "gradient_accumulation"
+    phase: ClassVar[Phase] = Phase.STEP
+    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+    exact: ClassVar[bool] = True
+
+    class Config(TechniqueConfig):
+        micro_batches: int = Field(default=2, ge=1)
+        """Micro-batches per step (k); the case's batch size must be divisible by it."""
+
+    config: Config
+
+    def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
+        k = self.config.micro_batches
+        if ctx.batch_size % k:
+            return f"batch size {ctx.batch_size} is not divisible into {k} equal micro-batches"
+        return None
+
+    def plan_step(self, plan: StepPlan, ctx: Context) -> None:
+        plan.micro_batches = self.config.micro_batches
