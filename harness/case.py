@@ -13,7 +13,18 @@ SCHEMA_VERSION = 1
 # Settings that decide whether a case finishes, not what it measures: two runs that differ only in
 # these are still comparable, so they stay out of the id.
 RUN_SETTINGS = frozenset(
-    {"repeats", "timeout_s", "memory_limit_bytes", "sample_interval_ms", "timing_pass", "suite"}
+    {
+        "repeats",
+        "timeout_s",
+        "memory_limit_bytes",
+        "sample_interval_ms",
+        "timing_pass",
+        "suite",
+        # Untimed extras after the measured steps: they add figures, never change the measured ones.
+        "quality",
+        "heldout_batches",
+        "breakdown",
+    }
 )
 
 
@@ -43,12 +54,23 @@ class CaseSpec(BaseModel):
     measured_steps: int
     threads: int
     host_malloc_mmap_threshold_bytes: int | None
+    data: Literal["corpus", "random"]
+    corpus_text_file: str | None
+    reference_steps: int
     # run settings (see RUN_SETTINGS)
     repeats: int
     timeout_s: float
     memory_limit_bytes: int | None
     sample_interval_ms: float
     timing_pass: bool
+    quality: bool
+    heldout_batches: int
+    breakdown: bool
+
+    @property
+    def uses_reference_weights(self) -> bool:
+        """Inference starts from weights trained on the corpus; training starts from the seeded init."""
+        return self.workload_kind == "infer" and self.data == "corpus" and self.reference_steps > 0
 
     @property
     def name(self) -> str:

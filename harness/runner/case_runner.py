@@ -61,6 +61,8 @@ def run_case(case: CaseSpec, run_dir: Path, run_id: str, nvml: Nvml | None) -> d
     record.update(_memory_fields(mem, nvml))
     record.update(_child_fields(mem.child))
     record.update(_time_fields(case, mem, timing))
+    if record.get("step_time_s_median"):
+        record.update(_compute_fields(case, record["step_time_s_median"]))
     record["timeline_file"] = write_timeline(case_dir / "timeline.json", mem, run_dir)
     record["ended_at"] = now_iso()
     record["wall_time_s"] = round(time.monotonic() - t0, 3)
@@ -158,6 +160,21 @@ def _time_fields(case: CaseSpec, mem: PassResult, timing: list[PassResult]) -> d
         "tokens_per_s": child.get("tokens_per_step", 0) / med if med > 0 else None,
         "samples_per_s": child.get("samples_per_step", 0) / med if med > 0 else None,
     }
+
+
+def _compute_fields(case: CaseSpec, step_time_s: float) -> dict[str, Any]:
+    """FLOPs per step, achieved FLOP/s and MFU (GPU peak table, or a cached CPU matmul calibration)."""
+    from harness.analysis.flops import mfu_for_device
+
+    device_name = None
+    if case.device == "cuda":
+        import torch
+
+        device_name = torch.cuda.get_device_name(0)
+    try:
+        return mfu_for_device(case, step_time_s, device_name)
+    except Exception as e:  # a calibration that cannot run here is a stated gap, not a failed case
+        return {"mfu_unavailable_reason": f"{type(e).__name__}: {e}"[:300]}
 
 
 def iqr(values: list[float]) -> float:

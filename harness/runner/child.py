@@ -99,9 +99,14 @@ def run(case_path: Path, ctl: Control) -> dict[str, Any]:
     import torch._dynamo  # optimizers import it lazily: +70 MiB that is no technique's
 
     from harness.case import CaseSpec
+    from harness.runner.extras import extras
+    from harness.runner.ranks import launch as launch_ranks
+    from harness.runner.ranks import ranks_needed
     from harness.runner.session import context_for, open_session, techniques_for
 
     case = CaseSpec.model_validate_json(case_path.read_text())
+    if ranks_needed(case) > 1:  # ZeRO/FSDP: ranks under torchrun train and measure themselves
+        return launch_ranks(case, case_path.parent, ctl.mark)
     torch.set_num_threads(case.threads)
     on_cuda = case.device == "cuda"
     out: dict[str, Any] = {"threads": torch.get_num_threads(), "loss": []}
@@ -129,6 +134,7 @@ def run(case_path: Path, ctl: Control) -> dict[str, Any]:
             out.update(t.metrics(session.model))
         out.update(session.extra_metrics())
         out["status"] = "ok"
+        out.update(extras(case, session))  # untimed, outside the peak phases
     except Exception as e:  # a failure is a result: classify it and go on to report it
         out.update(_classify(e, torch))
     return out

@@ -11,6 +11,7 @@ from typing import Any
 from harness.case import CaseSpec
 from harness.results import provenance
 from harness.results.store import RunStore
+from harness.runner import exactness
 from harness.runner.case_runner import now_iso, run_case, unsupported_record
 from harness.runner.sampler import Nvml
 from harness.runner.session import context_for, techniques_for
@@ -45,14 +46,30 @@ def unsupported_reason(case: CaseSpec, env: Environment) -> str | None:
     if case.device == "cuda" and not env.cuda_available:
         return "device cuda requested, but CUDA is not available on this machine"
     ctx = context_for(case)
-    for tech in techniques_for(case):
+    techs = techniques_for(case)
+    for tech in techs:
         if tech.workloads is not None and case.workload_kind not in tech.workloads:
             kinds = ", ".join(sorted(tech.workloads))
             return f"{tech.name} applies to {kinds} workloads, not {case.workload_kind}"
-        reason = tech.unsupported_reason(env, ctx)
+        reason = tech.unsupported_reason(env, ctx) or tech.combination_reason(
+            [t for t in techs if t is not tech], ctx
+        )
         if reason:
             return f"{tech.name}: {reason}"
     return None
+
+
+def prepare_reference(case: CaseSpec) -> None:
+    """Train (or find in the cache) the case's reference weights here, so the case process only loads
+    them: the training is no part of the case's time or memory."""
+    if case.uses_reference_weights:
+        import torch
+
+        from harness.data import reference_weights
+        from harness.models.config import ModelConfig
+
+        torch.set_num_threads(case.threads)
+        reference_weights(case, ModelConfig(**case.model))
 
 
 @dataclass
@@ -71,17 +88,23 @@ def run_suite(
     env = detect_environment()
     store = _open_store(suite, results_root, resume, nvml)
     done = store.done_ids()
-    for case in suite.cases:
+    baselines = {exactness.baseline_key(r["spec"]): r for r in store.records() if not r.get("techniques")}
+    # Baselines first, so a technique meant to be exact can be checked against its baseline's losses.
+    for case in sorted(suite.cases, key=lambda c: bool(c.techniques)):
         if case.case_id in done:
             continue
         if progress:
             progress(case, None)
         reason = unsupported_reason(case, env)
-        record = (
-            unsupported_record(case, store.run_id, reason)
-            if reason
-            else run_case(case, store.path, store.run_id, nvml)
-        )
+        if reason:
+            record = unsupported_record(case, store.run_id, reason)
+        else:
+            prepare_reference(case)
+            record = run_case(case, store.path, store.run_id, nvml)
+        key = exactness.baseline_key(record["spec"])
+        if not case.techniques:
+            baselines[key] = record
+        record.update(exactness.check(record, baselines.get(key)))
         store.append(record)
         if progress:
             progress(case, record)

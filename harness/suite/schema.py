@@ -39,6 +39,20 @@ class Defaults(Strict):
     """Time steps in separate processes with the system allocator (see host_malloc_mmap_threshold_bytes)."""
     host_malloc_mmap_threshold_bytes: int | None = Field(default=65536, ge=0)
     """glibc's MALLOC_MMAP_THRESHOLD_ in the memory pass, so RSS tracks live tensors (null: glibc default)."""
+    data: Literal["corpus", "random"] = "corpus"
+    """Tokens: `corpus` = bytes of the Python standard library's sources (offline; see harness/corpus.py),
+    or of `corpus_text_file`; `random` = uniform random tokens (quality figures are then noise)."""
+    corpus_text_file: str | None = None
+    """A text file of your own to use as the byte-level corpus instead of the standard library."""
+    reference_steps: int = Field(default=200, ge=0)
+    """Inference (and quality) runs on weights first trained this many steps on the corpus, cached by a
+    hash of (model, corpus, steps, seed); 0 = random init, whose quality figures are noise."""
+    quality: bool = True
+    """After the timed steps, evaluate held-out loss/perplexity (and KL / top-1 vs fp32 for inference)."""
+    heldout_batches: int = Field(default=4, ge=1)
+    """Held-out batches (of the case's shape) for the quality figures."""
+    breakdown: bool = True
+    """After the timed steps, one instrumented step splits the tensor peak by category (MemTracker)."""
 
 
 class ModelEntry(BaseModel):

@@ -62,7 +62,7 @@ def conflict(techniques: Iterable[Technique]) -> str | None:
     items = list(techniques)
     for i, a in enumerate(items):
         for b in items[i + 1 :]:
-            reason = a.conflicts.get(b.name) or b.conflicts.get(a.name)
+            reason = a.conflicts_with(b) or b.conflicts_with(a)
             if reason:
                 return f"{a.name} conflicts with {b.name}: {reason}"
     return None

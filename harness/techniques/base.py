@@ -114,8 +114,10 @@ class Technique:
     conflicts: ClassVar[Mapping[str, str]] = {}
     # Workload kinds this technique means something for; None means all.
     workloads: ClassVar[frozenset[str] | None] = None
-    # True when the technique must not change the math: losses are checked against the baseline's.
+    # True when the technique must not change the math: its case's losses are checked against the
+    # baseline's, and a relative drift above `exact_rtol` is flagged in the result.
     exact: ClassVar[bool] = False
+    exact_rtol: ClassVar[float] = 1e-5
 
     class Config(TechniqueConfig):
         pass
@@ -136,6 +138,17 @@ class Technique:
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
         """Why this technique cannot run here (needs CUDA, a package, ...), or None."""
         return None
+
+    def combination_reason(self, others: list[Technique], ctx: Context) -> str | None:
+        """Why this technique cannot run beside `others` in this case (it needs a partner, say), or None.
+        Decided in the parent like `unsupported_reason`; the case becomes `unsupported` with the reason."""
+        return None
+
+    def conflicts_with(self, other: Technique) -> str | None:
+        """Why this technique, as configured, cannot be combined with `other`, or None. The default reads
+        the class-level `conflicts`; override it where the answer depends on the options (e.g.
+        unstructured_pruning conflicts with quantizers only with storage masks or sparse)."""
+        return self.conflicts.get(other.name)
 
     # ---- hooks, called in composition order; defaults do nothing ----
     def configure_model(self, cfg: ModelConfig, ctx: Context) -> ModelConfig:

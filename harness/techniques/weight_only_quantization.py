@@ -82,6 +82,14 @@ class WeightOnlyQuantization(Technique):
                 return "torchao int4 weight-only (tinygemm) takes bfloat16 weights; set dtype: bfloat16"
         return None
 
+    def combination_reason(self, others: list[Technique], ctx: Context) -> str | None:
+        if ctx.workload == "infer" or any(o.name in _ADAPTERS for o in others):
+            return None
+        return (
+            f"in a {ctx.workload} workload it quantizes frozen weights only: combine it with an adapter "
+            f"({', '.join(sorted(_ADAPTERS))}) that freezes the base, as QLoRA does"
+        )
+
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
         targets = [
             (n, m)
@@ -119,6 +127,10 @@ class WeightOnlyQuantization(Technique):
             "weight_storage_bytes": sum(_weight_bytes(m) for m in layers),
             "dense_weight_bytes": _util.dense_weight_bytes(layers, model),
         }
+
+
+# Techniques that freeze the base weights, which is what makes training over quantized weights possible.
+_ADAPTERS = frozenset({"lora", "bottleneck_adapter", "shared_adapter"})
 
 
 def _bnb_linear(linear: nn.Linear, cfg: WeightOnlyQuantization.Config, device: str) -> nn.Module:

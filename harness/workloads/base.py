@@ -63,13 +63,22 @@ class Workload(ABC):
         """Build the model, data for `n_steps` steps and whatever the step needs."""
 
 
-def build_model(cfg: ModelConfig, techniques: list[Technique], ctx: Context) -> nn.Module:
-    """Config rewrites, build, cast and move, then module rewrites and wrappers, in declared order."""
+def build_model(
+    cfg: ModelConfig,
+    techniques: list[Technique],
+    ctx: Context,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """Config rewrites, build (and load `weights`), cast and move, then module rewrites and wrappers,
+    in declared order: techniques that rewrite modules see the trained weights."""
     for t in techniques:
         if t.phase == Phase.CONFIG:
             cfg = t.configure_model(cfg, ctx)
     torch.manual_seed(ctx.seed)  # same initial weights for every technique of a model
-    model: nn.Module = Transformer(cfg).to(device=ctx.device, dtype=getattr(torch, ctx.dtype))
+    model: nn.Module = Transformer(cfg)
+    if weights is not None:
+        model.load_state_dict(weights)
+    model = model.to(device=ctx.device, dtype=getattr(torch, ctx.dtype))
     for t in techniques:
         if t.phase > Phase.CONFIG:
             model = t.transform_model(model, ctx)

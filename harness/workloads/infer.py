@@ -5,7 +5,7 @@ from typing import ClassVar
 import torch
 
 from harness.case import CaseSpec
-from harness.data import random_batches
+from harness.data import case_batches, reference_weights
 from harness.models.config import ModelConfig
 from harness.models.transformer import next_token_loss
 from harness.techniques.base import Context, StepPlan, Technique
@@ -16,7 +16,7 @@ from harness.workloads.train import plain_loss
 class InferSession(Session):
     def __init__(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> None:
         cfg = ModelConfig(**case.model)
-        self.model = build_model(cfg, techniques, ctx)
+        self.model = build_model(cfg, techniques, ctx, reference_weights(case, cfg))
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -24,10 +24,7 @@ class InferSession(Session):
         self.plan = StepPlan(loss_fn=plain_loss)
         for t in techniques:
             t.plan_step(self.plan, ctx)
-        self.batches = [
-            (x.to(ctx.device), y.to(ctx.device))
-            for x, y in random_batches(n_steps, case.batch_size, case.seq_len, cfg.vocab_size, case.seed)
-        ]
+        self.batches = case_batches(case, n_steps, cfg.vocab_size, "train", ctx.device)
         self.samples_per_step = case.batch_size
         self.tokens_per_step = case.batch_size * case.seq_len
 

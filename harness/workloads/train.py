@@ -5,7 +5,7 @@ from typing import ClassVar
 import torch
 
 from harness.case import CaseSpec
-from harness.data import random_batches
+from harness.data import case_batches
 from harness.models.config import ModelConfig
 from harness.models.transformer import next_token_loss
 from harness.techniques.base import Context, StepPlan, Technique
@@ -26,11 +26,10 @@ class TrainSession(Session):
         for t in techniques:
             t.plan_step(self.plan, ctx)
         if case.batch_size % self.plan.micro_batches:
-            raise ValueError(f"batch {case.batch_size} is not divisible into {self.plan.micro_batches} micro-batches")
-        self.batches = [
-            (x.to(ctx.device), y.to(ctx.device))
-            for x, y in random_batches(n_steps, case.batch_size, case.seq_len, cfg.vocab_size, case.seed)
-        ]
+            raise ValueError(
+                f"batch {case.batch_size} is not divisible into {self.plan.micro_batches} micro-batches"
+            )
+        self.batches = case_batches(case, n_steps, cfg.vocab_size, "train", ctx.device)
         self.samples_per_step = case.batch_size
         self.tokens_per_step = case.batch_size * case.seq_len
 

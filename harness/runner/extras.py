@@ -1,0 +1,96 @@
+"""Untimed figures the case process adds after its measured steps (the `extras` phase).
+
+They run after the `measured` mark, so their cost (an instrumented step under MemTracker, a second
+model for the quality comparison) never touches the timed steps or the case's memory peak. Each part
+that cannot be computed for a case says why instead of failing the case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.case import CaseSpec
+from harness.data import case_batches, reference_weights
+from harness.models.config import ModelConfig
+from harness.models.transformer import Transformer
+from harness.workloads.base import Session
+
+
+def extras(case: CaseSpec, session: Session) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if case.quality:
+        out.update(_guarded("quality_unavailable_reason", lambda: quality(case, session)))
+    if case.breakdown:
+        out.update(_guarded("breakdown_unavailable_reason", lambda: {"breakdown": breakdown(session)}))
+    out.update(_guarded("prediction_unavailable_reason", lambda: prediction(case, out.get("breakdown"))))
+    return out
+
+
+def _guarded(reason_key: str, compute: Any) -> dict[str, Any]:
+    try:
+        result: dict[str, Any] = compute()
+        return result
+    except Exception as e:  # an extra that does not apply to this case is a stated gap, not a failure
+        return {reason_key: f"{type(e).__name__}: {e}"[:300]}
+
+
+def quality(case: CaseSpec, session: Session) -> dict[str, Any]:
+    """Held-out loss and perplexity of the case's model as it stands after the measured steps; for
+    inference also KL(fp32 baseline || case) and top-1 agreement on the same held-out batches."""
+    from harness.analysis.quality import compare_models, heldout_loss
+
+    cfg = ModelConfig(**case.model)
+    device = next(session.model.parameters()).device
+    batches = case_batches(case, case.heldout_batches, cfg.vocab_size, "heldout", str(device))
+    model = _InPlanContext(session)  # the case's step contexts (autocast) apply to its model only
+    out: dict[str, Any] = heldout_loss(model, batches)
+    if case.workload_kind == "infer":
+        out.update(compare_models(model, _fp32_baseline(case, cfg, device), batches))
+    return out
+
+
+class _InPlanContext(torch.nn.Module):
+    """The session's model, run inside the session's step contexts (e.g. autocast), as its steps are."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.inner = session.model
+        self.plan = getattr(session, "plan", None)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.plan is None:
+            return self.inner(x)
+        with self.plan.context():
+            return self.inner(x)
+
+
+def _fp32_baseline(case: CaseSpec, cfg: ModelConfig, device: torch.device) -> torch.nn.Module:
+    """The same starting weights with no technique, in fp32: what the case's logits are judged against."""
+    weights = reference_weights(case, cfg)
+    torch.manual_seed(case.seed)
+    model = Transformer(cfg)
+    if weights is not None:
+        model.load_state_dict(weights)
+    return model.to(device).eval()
+
+
+def breakdown(session: Session) -> dict[str, int]:
+    from harness.analysis.breakdown import breakdown_step
+
+    return breakdown_step(session)
+
+
+def prediction(case: CaseSpec, measured: dict[str, int] | None) -> dict[str, Any]:
+    from harness.analysis.predict import predict
+
+    predicted = predict(case)
+    if "prediction_unavailable_reason" in predicted:
+        return {"prediction_unavailable_reason": predicted["prediction_unavailable_reason"]}
+    out: dict[str, Any] = {"predicted": predicted}
+    if measured and predicted.get("tensor_peak_bytes"):
+        out["tensor_peak_measured_over_predicted"] = (
+            measured["tensor_peak_bytes"] / predicted["tensor_peak_bytes"]
+        )
+    return out
