@@ -11,9 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fixtures_results import MiB, make_manifest, smoke_records, write_run
 
 from harness.report import build_report
+from tests.fixtures_results import MiB, make_manifest, smoke_records, write_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")

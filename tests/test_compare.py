@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_results import MiB, make_manifest, make_record, smoke_records, write_run
 from rich.console import Console
 
 from harness.compare import Comparison, compare_snapshots, run_compare
@@ -19,6 +18,7 @@ from harness.compare.policy import PolicyFile, load_policy
 from harness.compare.snapshot import Snapshot, read_baseline, snapshot_of_run
 from harness.errors import HarnessError
 from harness.results.load import Run
+from tests.fixtures_results import MiB, make_manifest, make_record, smoke_records, write_run
 
 MEM = "host_rss_peak_above_base_bytes"
 NAMES = list(PolicyFile().for_suite(None))

@@ -76,7 +76,7 @@ def test_reference_model_is_cached_by_hash_and_rebuilt_when_corrupt(cache, monke
     c = load_corpus(CAP)
     calls = []
     real = corpus_mod.train_reference
-    monkeypatch.setattr(corpus_mod, "train_reference", lambda *a: calls.append(a[2]) or real(*a))
+    monkeypatch.setattr(corpus_mod, "train_reference", lambda *a: (calls.append(a[2]), real(*a))[1])
     first = reference_model(cfg, c, steps=2, seed=0)
     again = reference_model(cfg, c, steps=2, seed=0)
     assert calls == [2]

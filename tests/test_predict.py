@@ -9,7 +9,7 @@ import pytest
 
 from harness.analysis import predict as pr
 from harness.analysis.breakdown import breakdown_step
-from harness.models.config import count_params
+from harness.models.config import ModelConfig, count_params
 from harness.runner.session import open_session
 from tests.test_breakdown import make_case
 
@@ -65,7 +65,7 @@ def test_inference_prediction_is_weights_plus_a_transient():
     case = make_case("infer")
     predicted = pr.predict(case)
     assert predicted["optimizer_state_bytes"] == predicted["gradients_bytes"] == 0
-    assert predicted["parameters_bytes"] == 4 * count_params(pr.ModelConfig(**case.model))
+    assert predicted["parameters_bytes"] == 4 * count_params(ModelConfig(**case.model))
     measured = breakdown_step(open_session(case))
     assert 0.9 <= measured["tensor_peak_bytes"] / predicted["tensor_peak_bytes"] <= 1.1
 

@@ -10,7 +10,6 @@ from typing import Any
 import pandas as pd
 import plotly.offline
 import pytest
-from fixtures_results import MiB, make_manifest, make_record, smoke_records, write_run
 
 from harness.errors import HarnessError
 from harness.report import build_report, report_html
@@ -18,6 +17,7 @@ from harness.report.figures import breakdown_figures, decimate, history_figures,
 from harness.report.html import relative_href
 from harness.report.tidy import latest_run, pareto_mask, records, savings, tidy
 from harness.results.load import flatten, load_results, run_paths
+from tests.fixtures_results import MiB, make_manifest, make_record, smoke_records, write_run
 
 
 def saved_rows(recs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

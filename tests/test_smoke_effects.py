@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> dict[str, dict]:
+def smoke(tmp_path_factory) -> dict[str, dict[str, Any]]:
     # Memory figures come from the memory pass; skipping the timing passes halves the time and leaves
     # every case id unchanged (timing_pass is a run setting, not part of a case's definition).
     tmp = tmp_path_factory.mktemp("smoke")
@@ -30,8 +31,8 @@ def smoke(tmp_path_factory) -> dict[str, dict]:
     return {r["case_name"]: r for r in recs}
 
 
-def peak(rec: dict) -> int:
-    return rec["host_rss_peak_above_base_bytes"]
+def peak(rec: dict[str, Any]) -> int:
+    return int(rec["host_rss_peak_above_base_bytes"])
 
 
 def test_every_smoke_case_is_ok(smoke):

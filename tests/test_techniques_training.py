@@ -43,7 +43,7 @@ class LiveBytes(TorchDispatchMode):
         self.live = 0
         self.peak = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         # In-place ops and views return an input's storage: not a new allocation, even when that input
         # existed before the mode (parameters, optimizer state) and so is not counted.
