@@ -74,9 +74,14 @@ def test_batches_are_deterministic_shifted_byte_windows(cache):
 def test_reference_model_is_cached_by_hash_and_rebuilt_when_corrupt(cache, monkeypatch):
     cfg = SIZES["ci"].replace(n_layers=1)
     c = load_corpus(CAP)
-    calls = []
+    calls: list[int] = []
     real = corpus_mod.train_reference
-    monkeypatch.setattr(corpus_mod, "train_reference", lambda *a: (calls.append(a[2]), real(*a))[1])
+
+    def counting_train(*a):
+        calls.append(a[2])
+        return real(*a)
+
+    monkeypatch.setattr(corpus_mod, "train_reference", counting_train)
     first = reference_model(cfg, c, steps=2, seed=0)
     again = reference_model(cfg, c, steps=2, seed=0)
     assert calls == [2]

@@ -81,8 +81,13 @@ def test_mfu_is_achieved_over_peak():
 def test_cpu_calibration_is_measured_once_and_rebuilt_when_corrupt(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
     assert calibrate.measure_matmul_flop_per_s("float32", 1, size=64, repeats=1) > 0
-    calls = []
-    monkeypatch.setattr(calibrate, "measure_matmul_flop_per_s", lambda d, t: (calls.append(d), 1e9)[1])
+    calls: list[str] = []
+
+    def fake_measure(dtype: str, threads: int) -> float:
+        calls.append(dtype)
+        return 1e9
+
+    monkeypatch.setattr(calibrate, "measure_matmul_flop_per_s", fake_measure)
     assert calibrate.cpu_peak_flop_per_s("float32", 1) == 1e9
     assert calibrate.cpu_peak_flop_per_s("float32", 1) == 1e9
     assert calls == ["float32"]
