@@ -25,7 +25,8 @@ def make_case(
         techniques_name="x", techniques=[TechniqueSpec(name=n, config=c) for n, c in techniques or []],
         batch_size=8, seq_len=128, device="cpu", dtype="float32", seed=0, warmup_steps=1, measured_steps=1,
         threads=1, host_malloc_mmap_threshold_bytes=None, repeats=1, timeout_s=60.0, memory_limit_bytes=None,
-        sample_interval_ms=5.0, timing_pass=False,
+        sample_interval_ms=5.0, timing_pass=False, data="random", corpus_text_file=None, reference_steps=0,
+        quality=False, heldout_batches=1, breakdown=False,
     )  # fmt: skip
     return CaseSpec(**{**fields, **over})
 
