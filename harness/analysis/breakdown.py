@@ -69,8 +69,12 @@ def breakdown_step(session: Session, i: int | None = None, module_depth: int = 0
     if optimizer is not None and not _has_state(optimizer):
         session.step(index)
     tracker = MemTracker()
-    _skip_frozen_params(tracker, session.model)
-    tracker.track_external(session.model, *([optimizer] if optimizer is not None else []))
+    # A distill session's frozen teacher runs inside the step too: its weights count as parameters.
+    teacher: torch.nn.Module | None = getattr(session, "teacher", None)
+    tracked = [session.model, *([teacher] if teacher is not None else [])]
+    for module in tracked:
+        _skip_frozen_params(tracker, module)
+    tracker.track_external(*tracked, *([optimizer] if optimizer is not None else []))
     with tracker:
         session.step(index)
         modules = _module_peaks(tracker, module_depth) if module_depth > 0 else {}

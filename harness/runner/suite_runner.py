@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import workloads as wlreg
 from harness.case import CaseSpec
 from harness.results import provenance
 from harness.results.store import RunStore
@@ -61,15 +62,18 @@ def unsupported_reason(case: CaseSpec, env: Environment) -> str | None:
 
 def prepare_reference(case: CaseSpec) -> None:
     """Train (or find in the cache) the case's reference weights here, so the case process only loads
-    them: the training is no part of the case's time or memory."""
-    if case.uses_reference_weights:
-        import torch
+    them: the training is no part of the case's time or memory. The workload may have its own (a
+    distill case's reference teacher)."""
+    import torch
 
+    torch.set_num_threads(case.threads)  # the reduction order, hence the trained weights, follow it
+    if case.uses_reference_weights:
         from harness.data import reference_weights
         from harness.models.config import ModelConfig
 
-        torch.set_num_threads(case.threads)
         reference_weights(case, ModelConfig(**case.model))
+    workload = wlreg.get(case.workload_kind)
+    workload(workload.Config.model_validate(case.workload)).prepare(case)
 
 
 @dataclass

@@ -58,6 +58,11 @@ class Workload(ABC):
     def __init__(self, config: WorkloadConfig) -> None:
         self.config = config
 
+    def prepare(self, case: CaseSpec) -> None:
+        """Fill caches the case process will only load (trained weights), in the parent before the case
+        process starts, so that work is no part of the case's time or memory. Default: nothing."""
+        return None
+
     @abstractmethod
     def setup(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> Session:
         """Build the model, data for `n_steps` steps and whatever the step needs."""
