@@ -78,10 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "`harness run SUITE --resume results/<run-id>` runs the rest"
             )
             return 130
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=160)  # logs and CI: a readable table rather than the 80-column default
-    print_summary(outcome.records, out)
+    print_summary(outcome.records, table_console())
     failed = [r for r in outcome.records if r["status"] not in OK_STATUSES]
     print(f"results: {outcome.store.path}  ({len(outcome.records)} cases, {len(failed)} failed)")
     if args.report:
@@ -89,6 +86,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(f"report: {build_report([outcome.store.path], args.report, 'html')}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def table_console() -> Console:
+    """stdout; in logs and CI (not a terminal) 160 columns wide rather than rich's 80, so tables stay readable."""
+    out = Console()
+    return out if out.is_terminal else Console(width=160)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -110,6 +113,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         md=args.md,
         json_out=args.json_out,
         update_baseline=args.update_baseline,
+        console=table_console(),
     )
 
 
