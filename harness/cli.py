@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def table_console() -> Console:
-    """stdout; in logs and CI (not a terminal) 160 columns wide rather than rich's 80, so tables stay readable."""
+    """stdout; in logs and CI (not a terminal) 160 columns rather than rich's 80, so tables stay readable."""
     out = Console()
     return out if out.is_terminal else Console(width=160)
 
