@@ -60,6 +60,8 @@ def run_case(case: CaseSpec, run_dir: Path, run_id: str, nvml: Nvml | None) -> d
     record.update(_status_fields(case, mem, timing))
     record.update(_memory_fields(mem, nvml))
     record.update(_child_fields(mem.child))
+    if mem.child.get("ranks"):
+        record.update(_rank_memory_fields(record))
     record.update(_time_fields(case, mem, timing))
     if record.get("step_time_s_median"):
         record.update(_compute_fields(case, record["step_time_s_median"]))
@@ -128,6 +130,20 @@ def _gpu_fields(phases: dict[str, Any], mem: PassResult, nvml: Nvml | None) -> d
     if nvml is None or not nvml.available:
         reasons.append(f"NVML: {nvml.reason if nvml else 'not initialised'}")
     out["gpu_unavailable_reason"] = "; ".join(reasons) or None
+    return out
+
+
+def _rank_memory_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """A multi-rank case trains in its ranks (each measured itself, see runner/ranks.py): the case's memory
+    is the largest rank's; the case process's own figures (the launcher) are kept as launcher_*."""
+    keys = ("host_rss_base_bytes", "host_rss_peak_bytes", "host_rss_peak_above_base_bytes")
+    gpu = ("gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes")
+    out: dict[str, Any] = {
+        f"launcher_{k}": record.get(k) for k in (*keys, "host_rss_sampled_peak_bytes", *gpu)
+    }
+    out.update({k: record.get(f"rank_{k}_max") for k in (*keys, *gpu)})
+    out["host_rss_sampled_peak_bytes"] = None  # the sampler sees the launcher only
+    out["host_memory_scope"] = "max over ranks (each rank's own VmHWM); launcher_* is the case process"
     return out
 
 
