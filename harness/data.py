@@ -48,10 +48,12 @@ def case_batches(
     return [(x.to(device), y.to(device)) for x, y in batches]
 
 
-def reference_weights(case: CaseSpec, cfg: ModelConfig) -> dict[str, torch.Tensor] | None:
+def reference_weights(
+    case: CaseSpec, cfg: ModelConfig, verify: bool = True
+) -> dict[str, torch.Tensor] | None:
     """Trained starting weights for the case (cached; see harness.corpus.reference_model), or None."""
     if not case.uses_reference_weights:
         return None
     from harness.corpus import reference_model
 
-    return reference_model(cfg, corpus_for(case), case.reference_steps, case.seed)
+    return reference_model(cfg, corpus_for(case), case.reference_steps, case.seed, verify=verify)
