@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -63,3 +64,32 @@ def test_sampled_peak_and_kernel_high_water_mark_agree_within_1_percent(smoke, p
         p = rec["phases"][phase]
         hwm, sampled = p["host_rss_peak_bytes"], p["host_rss_sampled_peak_bytes"]
         assert abs(hwm - sampled) <= 0.01 * hwm, (name, phase, hwm, sampled)
+
+
+def test_measured_tensor_peak_is_within_10_percent_of_the_prediction(smoke):
+    # Two model sizes (ci, ci-deep) x the spine's techniques, as the prediction adapts to each.
+    ratios = {
+        n: r["tensor_peak_measured_over_predicted"] for n, r in smoke.items() if r["workload_kind"] == "train"
+    }
+    assert len(ratios) == 7
+    assert all(0.9 <= v <= 1.1 for v in ratios.values()), ratios
+
+
+def test_quality_sits_beside_memory(smoke):
+    for name, r in smoke.items():
+        assert r["heldout_loss_nats"] > 0 and r["perplexity"] > 1, name
+        if r["workload_kind"] == "infer":
+            assert r["kl_divergence_nats"] >= -1e-6 and 0 <= r["top1_agreement_fraction"] <= 1, name
+    # Inference runs on weights trained on the corpus: far better than a uniform guess over 256 bytes.
+    assert smoke["ci/infer/baseline"]["heldout_loss_nats"] < 0.8 * math.log(256)
+    assert smoke["ci/infer/baseline"]["kl_divergence_nats"] == 0.0
+    assert smoke["ci/infer/autocast_bf16"]["kl_divergence_nats"] > 0
+
+
+def test_breakdown_parameters_are_exact(smoke):
+    r = smoke["ci/train/baseline"]
+    assert r["breakdown"]["parameters_bytes"] == 4 * r["param_count"]
+    assert (
+        sum(v for k, v in r["breakdown"].items() if k != "tensor_peak_bytes")
+        == r["breakdown"]["tensor_peak_bytes"]
+    )
