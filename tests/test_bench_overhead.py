@@ -59,3 +59,37 @@ def test_case_process_fixed_cost(benchmark, tiny_case, tmp_path):
     for name, values in parts.items():
         benchmark.extra_info[name + "_median"] = sorted(values)[len(values) // 2]
     assert benchmark.extra_info["teardown_s_median"] < 5
+
+
+BREAKDOWN_SUITE = """\
+version: 1
+defaults: {{warmup_steps: 1, measured_steps: 5, timing_pass: false, data: random, quality: false,
+            breakdown: {breakdown}}}
+models:
+  m: {{size: ci, n_layers: 4}}
+workloads:
+  train: {{kind: train, batch_size: 8, seq_len: 128}}
+techniques:
+  baseline: []
+matrix: {{model: [m], workload: [train], techniques: [baseline]}}
+"""
+
+
+@pytest.mark.parametrize("breakdown", ["false", "true"])
+def test_timed_steps_with_and_without_the_breakdown(benchmark, tmp_path, breakdown):
+    """The instrumented breakdown step runs after the `measured` mark: the timed steps must not slow down.
+    Compare extra_info.step_time_s_median of the two parametrizations."""
+    path = tmp_path / "b.yaml"
+    path.write_text(BREAKDOWN_SUITE.format(breakdown=breakdown))
+    case = load_suite(path).cases[0]
+    medians: list[float] = []
+
+    def one() -> None:
+        result = run_pass(case, tmp_path / "case", True, None, time.monotonic() + 300)
+        assert result.status == "ok"
+        assert ("breakdown" in result.child) == (breakdown == "true")
+        steps = sorted(result.child["step_time_s"])
+        medians.append(steps[len(steps) // 2])
+
+    benchmark.pedantic(one, rounds=3, warmup_rounds=0)
+    benchmark.extra_info["step_time_s_median"] = sorted(medians)[len(medians) // 2]
