@@ -71,7 +71,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 bar.advance(task)
 
         try:
-            outcome = run_suite(suite, args.results, resume=args.resume, progress=on_case)
+            outcome = run_suite(
+                suite, args.results, resume=args.resume, progress=on_case, profile=args.profile
+            )
         except KeyboardInterrupt:
             console.print(
                 "interrupted: finished cases are saved; "
@@ -149,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", type=Path, help="an earlier run directory: run only its missing cases")
     r.add_argument(
         "--report", type=Path, help="also write the HTML report of this run to this file or folder"
+    )
+    r.add_argument(
+        "--profile",
+        choices=["memray"],
+        default=None,
+        help="after each ok case, one more (unmeasured) process that writes memray's flame graph of its "
+        "host allocations (on CUDA also torch's allocator history) next to the results",
     )
     r.set_defaults(func=cmd_run)
     _add_report(sub)

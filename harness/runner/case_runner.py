@@ -11,6 +11,7 @@ from typing import Any
 from harness.case import CaseSpec
 from harness.runner.parent import PEAK_PHASES, PassResult, run_pass
 from harness.runner.procmem import HAVE_PROC
+from harness.runner.profile import profile_case
 from harness.runner.sampler import Nvml
 from harness.runner.timeline import write_timeline
 
@@ -46,7 +47,9 @@ def unsupported_record(case: CaseSpec, run_id: str, reason: str) -> dict[str, An
     return {**labels(case, run_id), "status": "unsupported", "error": reason, "started_at": t, "ended_at": t}
 
 
-def run_case(case: CaseSpec, run_dir: Path, run_id: str, nvml: Nvml | None) -> dict[str, Any]:
+def run_case(
+    case: CaseSpec, run_dir: Path, run_id: str, nvml: Nvml | None, profile: str | None = None
+) -> dict[str, Any]:
     started, t0 = now_iso(), time.monotonic()
     case_dir = run_dir / "cases" / case.case_id
     mem = run_pass(case, case_dir, True, nvml, time.monotonic() + case.timeout_s)
@@ -66,6 +69,10 @@ def run_case(case: CaseSpec, run_dir: Path, run_id: str, nvml: Nvml | None) -> d
     if record.get("step_time_s_median"):
         record.update(_compute_fields(case, record["step_time_s_median"]))
     record["timeline_file"] = write_timeline(case_dir / "timeline.json", mem, run_dir)
+    if profile and record["status"] == "ok":  # its own process, after the measured ones: no distortion
+        extra = profile_case(case, case_dir, run_dir, nvml, profile)
+        extra["artifacts"] = {**record.get("artifacts", {}), **extra.get("artifacts", {})}
+        record.update(extra)
     record["ended_at"] = now_iso()
     record["wall_time_s"] = round(time.monotonic() - t0, 3)
     return record

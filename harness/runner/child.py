@@ -100,6 +100,7 @@ def run(case_path: Path, ctl: Control) -> dict[str, Any]:
 
     from harness.case import CaseSpec
     from harness.runner.extras import extras
+    from harness.runner.profile import ChildProfile
     from harness.runner.ranks import launch as launch_ranks
     from harness.runner.ranks import ranks_needed
     from harness.runner.session import context_for, open_session, techniques_for
@@ -119,7 +120,9 @@ def run(case_path: Path, ctl: Control) -> dict[str, Any]:
         out.update(_classify(e, torch))
         return out
     ctl.mark("imported", **_gpu_phase(torch, on_cuda))
+    profile = ChildProfile(torch, on_cuda)  # records only in a profile pass (HARNESS_PROFILE)
     try:
+        profile.start()
         session = open_session(case, context_for(case))
         out.update(_model_figures(session.model))
         out["samples_per_step"], out["tokens_per_step"] = session.samples_per_step, session.tokens_per_step
@@ -130,6 +133,7 @@ def run(case_path: Path, ctl: Control) -> dict[str, Any]:
             torch, session, range(case.warmup_steps, case.warmup_steps + case.measured_steps), out, on_cuda
         )
         ctl.mark("measured", **_gpu_phase(torch, on_cuda))
+        profile.stop()
         for t in techniques_for(case):
             out.update(t.metrics(session.model))
         out.update(session.extra_metrics())
@@ -137,6 +141,8 @@ def run(case_path: Path, ctl: Control) -> dict[str, Any]:
         out.update(extras(case, session))  # untimed, outside the peak phases
     except Exception as e:  # a failure is a result: classify it and go on to report it
         out.update(_classify(e, torch))
+    finally:
+        profile.stop()  # a failed step still leaves a readable capture
     return out
 
 

@@ -69,6 +69,7 @@ def child_env(case: CaseSpec, memory_pass: bool) -> dict[str, str]:
     threads = str(case.threads)
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
     env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    env.pop("HARNESS_PROFILE", None)  # only a profile pass records (extra_env), never a measured one
     if memory_pass and case.host_malloc_mmap_threshold_bytes is not None:
         # glibc keeps medium frees in its heap; with a low mmap threshold they go back to the OS, so RSS
         # tracks live tensors and one phase's leftovers cannot hide the next phase's peak.
@@ -77,7 +78,12 @@ def child_env(case: CaseSpec, memory_pass: bool) -> dict[str, str]:
 
 
 def run_pass(
-    case: CaseSpec, work_dir: Path, memory_pass: bool, nvml: Nvml | None, deadline: float
+    case: CaseSpec,
+    work_dir: Path,
+    memory_pass: bool,
+    nvml: Nvml | None,
+    deadline: float,
+    extra_env: dict[str, str] | None = None,
 ) -> PassResult:
     work_dir.mkdir(parents=True, exist_ok=True)
     tag = "memory" if memory_pass else "timing"
@@ -103,7 +109,7 @@ def run_pass(
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=err,
-            env=child_env(case, memory_pass),
+            env=child_env(case, memory_pass) | (extra_env or {}),  # extra_env: a profile pass
             start_new_session=True,  # its own process group: a timeout kills it and all it started
         )
     os.close(from_child_w)

@@ -86,7 +86,11 @@ Progress = Callable[[CaseSpec, dict[str, Any] | None], None]
 
 
 def run_suite(
-    suite: LoadedSuite, results_root: Path, resume: Path | None = None, progress: Progress | None = None
+    suite: LoadedSuite,
+    results_root: Path,
+    resume: Path | None = None,
+    progress: Progress | None = None,
+    profile: str | None = None,
 ) -> RunOutcome:
     nvml = Nvml()
     env = detect_environment()
@@ -104,7 +108,7 @@ def run_suite(
             record = unsupported_record(case, store.run_id, reason)
         else:
             prepare_reference(case)
-            record = run_case(case, store.path, store.run_id, nvml)
+            record = run_case(case, store.path, store.run_id, nvml, profile)
         key = exactness.baseline_key(record["spec"])
         if not case.techniques:
             baselines[key] = record
