@@ -10,27 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from harness.corpus import cache_dir
+from harness.results.provenance import cpu_model
 
 MATMUL_SIZE = 1024  # large enough to be compute-bound, small enough to take ~0.1 s on 2 cores
 REPEATS = 5
 CALIBRATION_VERSION = 1
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure_matmul_flop_per_s(
@@ -56,7 +46,7 @@ def measure_matmul_flop_per_s(
 
 def _cache_file(dtype: str, threads: int) -> Path:
     key = (
-        f"{_cpu_model()}|{os.cpu_count()}|torch {torch.__version__}|{dtype}|t{threads}|v{CALIBRATION_VERSION}"
+        f"{cpu_model()}|{os.cpu_count()}|torch {torch.__version__}|{dtype}|t{threads}|v{CALIBRATION_VERSION}"
     )
     safe = "".join(ch if ch.isalnum() else "_" for ch in key)
     return cache_dir() / "calibration" / f"{safe}.json"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from harness._registry import import_package_modules
 from harness.techniques.base import Context, Environment, Phase, StepPlan, Technique, TechniqueConfig
 
 __all__ = [
@@ -22,18 +21,9 @@ __all__ = [
     "names",
 ]
 
-_loaded = False
-
 
 def _load_all() -> None:
-    """Import every module of the package once, so adding a technique edits no central list."""
-    global _loaded
-    if _loaded:
-        return
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base" and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-    _loaded = True
+    import_package_modules(__name__, __path__)
 
 
 def names() -> list[str]:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from harness._registry import import_package_modules
 from harness.workloads.base import Session, Workload, WorkloadConfig
 
 __all__ = ["Session", "Workload", "WorkloadConfig", "get", "names"]
 
-_loaded = False
-
 
 def _load_all() -> None:
-    global _loaded
-    if not _loaded:
-        for info in pkgutil.iter_modules(__path__):
-            if info.name != "base" and not info.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{info.name}")
-        _loaded = True
+    import_package_modules(__name__, __path__)
 
 
 def names() -> list[str]:
