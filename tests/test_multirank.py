@@ -206,7 +206,7 @@ def cli_records(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dic
     suite = write(
         tmp,
         """\
-        - defaults: {measured_steps: 100000, timeout_s: 15}
+        - defaults: {measured_steps: 100000, timeout_s: 45}
           model: [ci]
           workload: [slow]
           techniques: [zero1]
@@ -238,7 +238,7 @@ def test_cli_fsdp2_case_halves_parameters_and_state_per_rank(cli_records, baseli
     losses, n_params, n_tensors = baseline_losses
     rec = cli_records[0]["train"]
     assert rec["status"] == "ok", rec.get("error")
-    assert rec["world_size"] == 2 and rec["host_memory_scope"] == "launcher; see ranks"
+    assert rec["world_size"] == 2 and rec["host_memory_scope"].startswith("max over ranks")
     assert_losses_equal(rec["loss"], losses)
     assert rec["param_count"] == n_params and rec["param_bytes"] == 4 * n_params  # the whole model
     # Every dim 0 of this model is even, so each rank's shard is exactly half; every rank steps all
@@ -266,6 +266,8 @@ def test_cli_rank_crash_is_an_error_result_and_no_rank_survives(cli_records):
 def test_cli_timeout_kills_torchrun_and_every_rank(cli_records):
     records, tmp = cli_records
     rec = records["slow"]
-    assert rec["status"] == "timeout" and "timeout_s 15" in rec["error"]
-    assert "build" in rec["phases"]  # the ranks were up (rank 0 relayed `imported`) when the case was killed
+    assert rec["status"] == "timeout" and "timeout_s 45" in rec["error"]
+    # The ranks were up (rank 0 relayed `imported`) when the case was killed: 45 s leaves torchrun and two
+    # `import torch` time to start even on a loaded 2-core machine (15 s did not, once).
+    assert "build" in rec["phases"]
     assert rank_processes_left(str(tmp)) == []
