@@ -282,3 +282,16 @@ def test_usage_errors_exit_two(tmp_path):
         assert err.value.exit_code == 2
     with pytest.raises(HarnessError, match=r"\.json"):
         run_compare(tmp_path / "baseline.yaml", run, update_baseline=True, console=Console(quiet=True))
+
+
+def test_step_times_from_different_passes_are_not_comparable():
+    from harness.compare.judge import NOT_COMPARABLE
+    from harness.compare.snapshot import CaseMetrics
+
+    def snap(source: str) -> Snapshot:
+        case = CaseMetrics("id1", "m/train/baseline", "s", "ok", None, {"step_time_s": [0.1, 0.1, 0.1]}, source)
+        return Snapshot(source="x", env={}, cases=[case])
+
+    result = compare_snapshots(snap("timing_pass"), snap("memory_pass"), load_policy(None))
+    (verdict,) = [v for v in result.verdicts if v.metric == "step_time_s"]
+    assert verdict.status == NOT_COMPARABLE and "different passes" in verdict.detail

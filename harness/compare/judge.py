@@ -152,6 +152,10 @@ def _metric_verdicts(
         if b is None and c is None:
             continue  # not measured here at all (GPU figures on a CPU run)
         status, change, detail = judge_metric(name, policy, b, c, env_block)
+        sources = (base.timing_source, cur.timing_source)
+        if policy.kind == "time" and None not in sources and sources[0] != sources[1]:
+            status, change = NOT_COMPARABLE, None
+            detail = f"steps timed in different passes ({sources[0]} vs {sources[1]})"
         out.append(
             Verdict(cur.case_name, cur.case_id, name, status, policy.kind, policy.gate, b, c, change, detail)
         )

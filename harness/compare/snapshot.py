@@ -30,6 +30,9 @@ class CaseMetrics:
     status: str
     error: str | None
     metrics: dict[str, Metric] = field(default_factory=dict)
+    # Which process timed the steps: `timing_pass` (system allocator) or `memory_pass` (a low mmap
+    # threshold, 1.2-2.3x slower). Step times from different sources are not comparable.
+    timing_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ def case_metrics(record: dict[str, Any], names: Iterable[str]) -> CaseMetrics:
         status=str(record.get("status", "ok")),
         error=record.get("error"),
         metrics={k: v for k, v in metrics.items() if v is not None},
+        timing_source=record.get("timing_source"),
     )
 
 
