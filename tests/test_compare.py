@@ -289,7 +289,9 @@ def test_step_times_from_different_passes_are_not_comparable():
     from harness.compare.snapshot import CaseMetrics
 
     def snap(source: str) -> Snapshot:
-        case = CaseMetrics("id1", "m/train/baseline", "s", "ok", None, {"step_time_s": [0.1, 0.1, 0.1]}, source)
+        case = CaseMetrics(
+            "id1", "m/train/baseline", "s", "ok", None, {"step_time_s": [0.1, 0.1, 0.1]}, source
+        )
         return Snapshot(source="x", env={}, cases=[case])
 
     result = compare_snapshots(snap("timing_pass"), snap("memory_pass"), load_policy(None))

@@ -70,10 +70,60 @@ def test_inference_prediction_is_weights_plus_a_transient():
     assert 0.9 <= measured["tensor_peak_bytes"] / predicted["tensor_peak_bytes"] <= 1.1
 
 
-def test_an_unknown_technique_makes_the_prediction_unavailable():
-    out = pr.predict(make_case(techniques=[("lora", {"rank": 8})]))
+# Rules added for more techniques, each checked at the ci model, batch 8, seq 128 (make_case's defaults).
+MORE: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "sgd": [("sgd", {})],
+    "sgd_momentum": [("sgd", {"momentum": 0.9})],
+    "adamw": [("adamw", {})],
+    "adafactor": [("adafactor", {})],
+    "adamw_8bit": [("adamw_8bit", {})],
+    "gradient_accumulation": [("gradient_accumulation", {"micro_batches": 2})],
+    "tied_embeddings": [("tied_embeddings", {})],
+    "cross_layer_sharing": [("cross_layer_sharing", {})],
+    "pure_bf16": [("pure_bf16", {})],
+    "lora": [("lora", {})],
+    "bottleneck_adapter": [("bottleneck_adapter", {})],
+    "shared_adapter": [("shared_adapter", {})],
+    "chunked_cross_entropy": [("chunked_cross_entropy", {"chunks": 4})],
+}
+
+
+@pytest.mark.parametrize("tech", MORE)
+def test_more_techniques_measured_within_10_percent_and_persistent_state_exact(tech):
+    if tech == "adamw_8bit":
+        pytest.importorskip("bitsandbytes")
+    case = make_case(techniques=MORE[tech])
+    predicted = pr.predict(case)
+    measured = breakdown_step(open_session(case))
+    assert predicted["parameters_bytes"] == measured["parameters_bytes"]
+    assert predicted["optimizer_state_bytes"] == measured["optimizer_state_bytes"]
+    ratio = measured["tensor_peak_bytes"] / predicted["tensor_peak_bytes"]
+    assert 0.9 <= ratio <= 1.1, (tech, measured, predicted)
+
+
+def test_optimizer_rules_order_the_state_as_the_optimizers_do():
+    state = {t: pr.predict(make_case(techniques=MORE[t]))["optimizer_state_bytes"] for t in MORE}
+    base = pr.predict(make_case())["optimizer_state_bytes"]
+    assert state["sgd"] == 0
+    assert state["sgd_momentum"] == 4 * count_params(ModelConfig(**make_case().model))
+    assert state["adamw"] == base
+    assert state["adafactor"] < state["adamw_8bit"] < state["sgd_momentum"] < base
+    # Frozen base: only the adapters carry state; LoRA's q/v pairs at rank 8: 4 layers x 2 x 2 x 8 x 128.
+    assert state["lora"] == 2 * 4 * (4 * 2 * 2 * 8 * 128) + 4 * 16
+
+
+def test_a_rule_refuses_what_it_does_not_model():
+    out = pr.predict(make_case(techniques=[("lora", {"also_train": ["lm_head"]})]))
     assert set(out) == {"prediction_unavailable_reason"}
     assert "lora" in out["prediction_unavailable_reason"]
+    torchao = pr.predict(make_case(techniques=[("adamw_8bit", {"backend": "torchao"})]))
+    assert "torchao" in torchao["prediction_unavailable_reason"]
+
+
+def test_an_unknown_technique_makes_the_prediction_unavailable():
+    out = pr.predict(make_case(techniques=[("fsdp2", {})]))
+    assert set(out) == {"prediction_unavailable_reason"}
+    assert "fsdp2" in out["prediction_unavailable_reason"]
 
 
 def test_a_registered_adjustment_extends_the_prediction():

@@ -20,8 +20,15 @@ steady-state training peak is found by walking the backward pass (head, then blo
 and taking the largest of: saved activations still alive + gradients made so far + the transient
 tensors of the op running then (8*b*s*V bytes at the loss, as techniques.md says; 2F of MLP
 gradients, or 2S of softmax gradients, inside a block), and the optimizer step (all gradients).
-Parameters and AdamW state are present throughout. The optimizer is assumed to be the default AdamW:
-a technique that brings its own optimizer has no adjustment here, so its prediction is unavailable.
+Parameters and optimizer state are present throughout (AdamW unless an optimizer technique's rule
+says otherwise: SGD, Adafactor, bitsandbytes' 8-bit AdamW, see `optimizer_state_bytes`).
+
+Rules for other techniques edit the same inputs: gradient accumulation (one micro-batch's activations,
+every gradient already present in the last micro-batch's backward), tied embeddings and cross-layer
+sharing (fewer parameter tensors, activations unchanged), pure bf16 (2-byte everything but the fp32
+log-probs), chunked cross-entropy (no saved log-probs; one chunk's logits at a time), and a frozen base
+under LoRA / adapters (gradients and state for the adapters only; frozen Linear layers keep no input;
+block 0 keeps nothing before its first trainable tensor; the adapters' own inputs and (b, s, r) tensors).
 
 Extending: a technique the formula does not know makes the prediction unavailable (it never
 guesses). A technique declares its effect by registering an adjustment here:
@@ -67,10 +74,25 @@ class Shape:
     param_bytes: int  # element size of weights, gradients, the residual stream
     compute_bytes: int  # element size of matmul inputs/outputs kept for backward (autocast: 2)
     checkpointed: frozenset[int] = field(default_factory=frozenset)  # block indices
+    optimizer: str = "adamw"  # adamw, sgd, sgd_momentum, adafactor, adamw_8bit (see optimizer_state_bytes)
+    micro_batches: int = 1  # gradient accumulation: `batch` is then one micro-batch
+    head_chunks: int = 1  # chunked cross-entropy: the head's b*s*V tensors exist a chunk at a time
+    share_every: int = 1  # cross-layer sharing: consecutive layers that run one block
+    frozen_base: bool = False  # adapters: no base parameter trains
+    # Trainable adapter tensors of the whole model (shapes), and what each block's adapters keep for backward.
+    adapter_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    adapter_saved_bytes: int = 0
+    # Under a frozen base, the first block keeps nothing upstream of its first trainable tensor (nothing
+    # there requires grad): 0 = q/k/v, 1 = after attention, 2 = ln2's output, 3 = after the MLP.
+    first_trainable: int = 3
 
     @property
     def autocast(self) -> bool:
         return self.compute_bytes != self.param_bytes
+
+    @property
+    def unique_blocks(self) -> int:
+        return -(-self.cfg.n_layers // self.share_every)
 
 
 @register_adjust("baseline")
@@ -97,6 +119,140 @@ def _autocast(shape: Shape, options: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _optimizer(name: str) -> Adjust:
+    def adjust(shape: Shape, options: Mapping[str, Any]) -> str | None:
+        shape.optimizer = name
+        return None
+
+    return adjust
+
+
+for _name in ("adamw", "adafactor"):
+    register_adjust(_name)(_optimizer(_name))
+
+
+@register_adjust("sgd")
+def _sgd(shape: Shape, options: Mapping[str, Any]) -> str | None:
+    shape.optimizer = "sgd_momentum" if float(options.get("momentum", 0.0)) > 0 else "sgd"
+    return None
+
+
+@register_adjust("adamw_8bit")
+def _adamw_8bit(shape: Shape, options: Mapping[str, Any]) -> str | None:
+    if options.get("backend", "bitsandbytes") != "bitsandbytes":
+        return "only bitsandbytes' state layout is modelled (torchao's differs)"
+    shape.optimizer = "adamw_8bit"
+    return None
+
+
+@register_adjust("gradient_accumulation")
+def _accumulation(shape: Shape, options: Mapping[str, Any]) -> str | None:
+    k = int(options.get("micro_batches", 2))
+    if shape.batch % k:
+        return f"batch {shape.batch} is not divisible into {k} micro-batches"
+    shape.batch //= k  # activations of one micro-batch; every gradient already exists in the last one
+    shape.micro_batches = k
+    return None
+
+
+@register_adjust("tied_embeddings")
+def _tied(shape: Shape, options: Mapping[str, Any]) -> str | None:
+    shape.cfg = shape.cfg.replace(tie_embeddings=True)
+    return None
+
+
+@register_adjust("cross_layer_sharing")
+def _sharing(shape: Shape, options: Mapping[str, Any]) -> str | None:
+    every = options.get("share_every")
+    shape.share_every = shape.cfg.n_layers if every is None else int(every)
+    return None
+
+
+@register_adjust("pure_bf16")
+def _pure_bf16(shape: Shape, options: Mapping[str, Any]) -> str | None:
+    if shape.param_bytes != 4:
+        return "the case's weights are not fp32"
+    shape.param_bytes = shape.compute_bytes = 2
+    return None
+
+
+@register_adjust("chunked_cross_entropy")
+def _chunked(shape: Shape, options: Mapping[str, Any]) -> str | None:
+    shape.head_chunks = int(options.get("chunks", 8))
+    return None
+
+
+def _frozen(shape: Shape, options: Mapping[str, Any]) -> str | None:
+    if options.get("also_train"):
+        return "also_train keeps base parts trainable: not modelled"
+    if shape.checkpointed or shape.micro_batches > 1:
+        return "a frozen base with checkpointing or accumulation is not modelled"
+    shape.frozen_base = True
+    return None
+
+
+def _linear_dims(cfg: ModelConfig, name: str) -> tuple[int, int]:
+    d, f = cfg.d_model, cfg.d_ff
+    return {"fc1": (d, f), "fc2": (f, d)}.get(name, (d, d))
+
+
+@register_adjust("lora")
+def _lora(shape: Shape, options: Mapping[str, Any]) -> str | None:
+    if reason := _frozen(shape, options):
+        return reason
+    if options.get("impl", "manual") != "manual" or float(options.get("dropout", 0.0)) > 0:
+        return "only the manual implementation without dropout is modelled"
+    c, r = shape.cfg, int(options.get("rank", 8))
+    targets = list(options.get("targets", ["q_proj", "v_proj"]))
+    levels = {"q_proj": 0, "k_proj": 0, "v_proj": 0, "out_proj": 1, "fc1": 2, "fc2": 2}
+    shape.first_trainable = min([shape.first_trainable, *(levels[t] for t in targets)])
+    for name in targets:
+        d_in, d_out = _linear_dims(c, name)
+        shape.adapter_shapes += [(r, d_in), (d_out, r)] * shape.unique_blocks
+    # Each adapted Linear's input is kept for A's gradient (q/k/v share one, ln1's output), and the
+    # (b, s, r) A output for B's gradient; fc2's input is the MLP activation, already kept.
+    n, ec = shape.batch * shape.seq * c.d_model, shape.compute_bytes
+    inputs = {"ln1" if t in ("q_proj", "k_proj", "v_proj") else t for t in targets}
+    kept = {"ln1": n, "out_proj": n, "fc1": n, "fc2": 0}
+    if c.activation == "gelu":
+        kept["fc2"] = shape.batch * shape.seq * c.d_ff  # GELU keeps its input; fc2 needs the output
+    shape.adapter_saved_bytes += ec * (
+        sum(kept[i] for i in inputs) + len(targets) * shape.batch * shape.seq * r
+    )
+    return None
+
+
+def _bottleneck_shapes(d: int, r: int) -> list[tuple[int, ...]]:
+    return [(r, d), (r,), (d, r), (d,)]
+
+
+def _bottleneck_saved(shape: Shape, r: int) -> int:
+    # Its input (the sublayer's output, for the down projection's weight gradient), GELU's input and
+    # output (b, s, r) each.
+    return shape.compute_bytes * shape.batch * shape.seq * (shape.cfg.d_model + 2 * r)
+
+
+@register_adjust("bottleneck_adapter")
+def _bottleneck(shape: Shape, options: Mapping[str, Any]) -> str | None:
+    if reason := _frozen(shape, options):
+        return reason
+    r = int(options.get("bottleneck", 64))
+    shape.adapter_shapes += _bottleneck_shapes(shape.cfg.d_model, r) * 2 * shape.cfg.n_layers
+    shape.first_trainable = min(shape.first_trainable, 1)  # the adapter after attention
+    shape.adapter_saved_bytes += 2 * _bottleneck_saved(shape, r)
+    return None
+
+
+@register_adjust("shared_adapter")
+def _shared_adapter(shape: Shape, options: Mapping[str, Any]) -> str | None:
+    if reason := _frozen(shape, options):
+        return reason
+    r = int(options.get("bottleneck", 64))
+    shape.adapter_shapes += _bottleneck_shapes(shape.cfg.d_model, r)
+    shape.adapter_saved_bytes += _bottleneck_saved(shape, r)
+    return None
+
+
 def shape_for(case: CaseSpec) -> Shape | str:
     """The case's analytic inputs with every technique's adjustment applied, or why there are none."""
     e = DTYPE_BYTES[case.dtype]
@@ -116,26 +272,58 @@ def shape_for(case: CaseSpec) -> Shape | str:
 # ---- persistent state ------------------------------------------------------------------------------
 
 
+def block_shapes(cfg: ModelConfig) -> list[tuple[int, ...]]:
+    """Shapes of one block's parameter tensors, in the order backward produces their grads."""
+    d, f = cfg.d_model, cfg.d_ff
+    out: list[tuple[int, ...]] = [(d,), (d,)]  # ln2
+    out += [(d, f), (d,), (f, d), (f,)] if cfg.bias else [(d, f), (f, d)]  # fc2, fc1
+    out += [(d, d), (d,)] * 4 if cfg.bias else [(d, d)] * 4  # out, v, k, q projections
+    return [*out, (d,), (d,)]  # ln1
+
+
+def head_shapes(cfg: ModelConfig) -> list[tuple[int, ...]]:
+    # A tied head's gradient lands in the token embedding's tensor, made at the same moment.
+    return [(cfg.vocab_size, cfg.d_model), (cfg.d_model,), (cfg.d_model,)]  # lm_head, ln_f
+
+
+def param_shapes(cfg: ModelConfig, n_blocks: int | None = None) -> list[tuple[int, ...]]:
+    """Every parameter tensor's shape; `n_blocks` distinct blocks (cross-layer sharing: fewer)."""
+    embed = [(cfg.max_seq_len, cfg.d_model)] if cfg.pos_encoding == "learned" else []
+    if not cfg.tie_embeddings:
+        embed.append((cfg.vocab_size, cfg.d_model))
+    blocks = cfg.n_layers if n_blocks is None else n_blocks
+    return head_shapes(cfg) + block_shapes(cfg) * blocks + embed
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for dim in shape:
+        n *= dim
+    return n
+
+
 def block_tensors(cfg: ModelConfig) -> list[int]:
     """Element counts of one block's parameter tensors, in the order backward produces their grads."""
-    d, f = cfg.d_model, cfg.d_ff
-    out = [d, d]  # ln2
-    out += [d * f, d, f * d, f] if cfg.bias else [d * f, f * d]  # fc2, fc1
-    out += [d * d, d] * 4 if cfg.bias else [d * d] * 4  # out, v, k, q projections
-    return [*out, d, d]  # ln1
+    return [_numel(t) for t in block_shapes(cfg)]
 
 
 def head_tensors(cfg: ModelConfig) -> list[int]:
-    # A tied head's gradient lands in the token embedding's tensor, made at the same moment.
-    return [cfg.vocab_size * cfg.d_model, cfg.d_model, cfg.d_model]  # lm_head, ln_f
+    return [_numel(t) for t in head_shapes(cfg)]
 
 
-def param_tensors(cfg: ModelConfig) -> list[int]:
+def param_tensors(cfg: ModelConfig, n_blocks: int | None = None) -> list[int]:
     """Every parameter tensor's element count (gradients, AdamW's per-tensor step counters)."""
-    embed = [cfg.max_seq_len * cfg.d_model] if cfg.pos_encoding == "learned" else []
-    if not cfg.tie_embeddings:
-        embed.append(cfg.vocab_size * cfg.d_model)
-    return head_tensors(cfg) + block_tensors(cfg) * cfg.n_layers + embed
+    return [_numel(t) for t in param_shapes(cfg, n_blocks)]
+
+
+def model_shapes(sh: Shape) -> list[tuple[int, ...]]:
+    """Every parameter tensor of the case's model: the base (shared blocks once) and the adapters."""
+    return param_shapes(sh.cfg, sh.unique_blocks) + sh.adapter_shapes
+
+
+def trainable_shapes(sh: Shape) -> list[tuple[int, ...]]:
+    """The tensors that get a gradient and optimizer state: the adapters only, under a frozen base."""
+    return list(sh.adapter_shapes) if sh.frozen_base else model_shapes(sh)
 
 
 def adamw_state_bytes(cfg: ModelConfig, param_bytes: int) -> int:
@@ -143,6 +331,44 @@ def adamw_state_bytes(cfg: ModelConfig, param_bytes: int) -> int:
     non-capturable AdamW keeps `step` as a 0-dim float32 tensor)."""
     tensors = param_tensors(cfg)
     return 2 * param_bytes * sum(tensors) + 4 * len(tensors)
+
+
+# bitsandbytes' 8-bit optimizers: tensors below min_8bit_size elements keep 32-bit state; larger ones one
+# uint8 per element per moment with one fp32 absmax per block of 256, and share two 256-entry fp32
+# quantization maps (one storage for the whole optimizer).
+BNB_MIN_8BIT_SIZE = 4096
+BNB_BLOCK = 256
+BNB_QMAPS = 2 * 256 * 4
+
+
+def _adafactor_tensor(shape: tuple[int, ...], e: int) -> int:
+    # torch.optim.Adafactor: a matrix keeps row_var (rows, 1) and col_var (1, cols), a vector a full
+    # `variance`; no first moment; every tensor an fp32 `step`.
+    if len(shape) >= 2:
+        return e * (_numel(shape[:-1]) + _numel(shape[:-2]) * shape[-1]) + 4
+    return e * _numel(shape) + 4
+
+
+def _bnb_8bit_tensor(shape: tuple[int, ...], e: int) -> int:
+    n = _numel(shape)
+    if n < BNB_MIN_8BIT_SIZE:
+        return 2 * 4 * n  # state1, state2 in fp32 (bitsandbytes keeps `step` as a Python int)
+    return 2 * (n + 4 * -(-n // BNB_BLOCK))
+
+
+def optimizer_state_bytes(sh: Shape) -> int:
+    """State of the case's optimizer over its trainable tensors (element size `param_bytes`)."""
+    shapes, e = trainable_shapes(sh), sh.param_bytes
+    if sh.optimizer == "sgd":
+        return 0  # momentum 0: torch's SGD keeps nothing
+    if sh.optimizer == "sgd_momentum":
+        return e * sum(_numel(t) for t in shapes)  # one momentum buffer, no step counter
+    if sh.optimizer == "adafactor":
+        return sum(_adafactor_tensor(t, e) for t in shapes)
+    if sh.optimizer == "adamw_8bit":
+        big = any(_numel(t) >= BNB_MIN_8BIT_SIZE for t in shapes)
+        return sum(_bnb_8bit_tensor(t, e) for t in shapes) + (BNB_QMAPS if big else 0)
+    return 2 * e * sum(_numel(t) for t in shapes) + 4 * len(shapes)  # AdamW
 
 
 # ---- activations ----------------------------------------------------------------------------------
@@ -154,14 +380,17 @@ def block_saved_bytes(sh: Shape) -> int:
     n, f = b * s * c.d_model, b * s * c.d_ff
     ea, ec = sh.param_bytes, sh.compute_bytes
     total = 2 * n * ea  # residual stream: block input and mid-block sum
-    total += 4 * n * ec if sh.autocast else 2 * n * ea  # linear inputs (autocast casts each apart)
-    total += 4 * n * ec  # q, k, v and the attention output
+    if not sh.frozen_base:  # a frozen Linear needs no input for its (absent) weight gradient
+        total += 4 * n * ec if sh.autocast else 2 * n * ea  # linear inputs (autocast casts each apart)
+    total += (3 if sh.frozen_base else 4) * n * ec  # q, k, v and (for out_proj's weight) the attention output
     if c.attention == "explicit":
         total += b * c.n_heads * s * s * ec + s * s  # probabilities + bool causal mask
     else:
         total += 4 * b * c.n_heads * s  # log-sum-exp, fp32
-    total += (2 if c.activation == "gelu" else 1) * f * ec
+    # GELU keeps its input, fc1's weight gradient its output; ReLU's output serves both.
+    total += (2 if c.activation == "gelu" and not sh.frozen_base else 1) * f * ec
     total += 4 * 4 * b * s  # two LayerNorms' mean and rstd
+    total += sh.adapter_saved_bytes
     if sh.autocast:
         total += (4 * c.d_model * c.d_model + 2 * c.d_model * c.d_ff) * ec  # cached bf16 weight copies
     return total
@@ -171,14 +400,12 @@ def head_saved_bytes(sh: Shape) -> int:
     """ln_f input and output (output cast once for the head under autocast) and fp32 log-probs."""
     n = sh.batch * sh.seq * sh.cfg.d_model
     ln_out = n * sh.compute_bytes if sh.autocast else n * sh.param_bytes
+    if sh.frozen_base:
+        ln_out = 0  # the frozen head keeps no input for a weight gradient
     cast_w = sh.cfg.vocab_size * sh.cfg.d_model * sh.compute_bytes if sh.autocast else 0
-    return (
-        n * sh.param_bytes
-        + ln_out
-        + 4 * sh.batch * sh.seq * sh.cfg.vocab_size
-        + 4 * 2 * sh.batch * sh.seq
-        + cast_w
-    )
+    # Chunked cross-entropy keeps only views of ln_f's output per chunk; the log-probs are recomputed.
+    log_probs = 4 * sh.batch * sh.seq * sh.cfg.vocab_size if sh.head_chunks == 1 else 0
+    return n * sh.param_bytes + ln_out + log_probs + 4 * 2 * sh.batch * sh.seq + cast_w
 
 
 def embed_saved_bytes(sh: Shape) -> int:
@@ -186,11 +413,28 @@ def embed_saved_bytes(sh: Shape) -> int:
     return 2 * 8 * sh.batch * sh.seq + 8 * sh.seq
 
 
+def frozen_prefix_bytes(sh: Shape) -> int:
+    """What block 0 does not keep under a frozen base: everything before its first trainable tensor."""
+    c, b, s = sh.cfg, sh.batch, sh.seq
+    n, ea, ec = b * s * c.d_model, sh.param_bytes, sh.compute_bytes
+    attention = b * c.n_heads * s * s * ec + s * s if c.attention == "explicit" else 4 * b * c.n_heads * s
+    steps = [
+        n * ea + 8 * b * s,  # ln1's input and statistics
+        3 * n * ec + attention,  # q, k, v and the probabilities (or log-sum-exp)
+        n * ea + 8 * b * s,  # ln2's input and statistics
+        b * s * c.d_ff * ec,  # the MLP activation
+    ]
+    return sum(steps[: sh.first_trainable + 1])
+
+
 def saved_per_block(sh: Shape) -> list[int]:
     n_bytes = sh.batch * sh.seq * sh.cfg.d_model * sh.param_bytes
     full = block_saved_bytes(sh)
     # A checkpointed block keeps only its input; everything else is recomputed in its backward.
-    return [n_bytes if i in sh.checkpointed else full for i in range(sh.cfg.n_layers)]
+    out = [n_bytes if i in sh.checkpointed else full for i in range(sh.cfg.n_layers)]
+    if sh.frozen_base:
+        out[0] -= frozen_prefix_bytes(sh)
+    return out
 
 
 # ---- the backward walk ----------------------------------------------------------------------------
@@ -205,17 +449,18 @@ class Moment:
     temporaries: int
 
 
-def _block_moments(sh: Shape, below: int, grads: int) -> list[Moment]:
+def _block_moments(sh: Shape, below: int, grads: int, new_grads: bool) -> list[Moment]:
     """Moments inside one block's backward: `below` = saved bytes of this block (recomputed in full
-    when checkpointed) and everything under it; `grads` = parameter gradients made before it."""
+    when checkpointed) and everything under it; `grads` = parameter gradients made before it;
+    `new_grads`: whether this block's backward creates its parameters' gradient tensors."""
     c, b, s = sh.cfg, sh.batch, sh.seq
     n, f, big_s = b * s * c.d_model, b * s * c.d_ff, b * c.n_heads * s * s
     ea, ec = sh.param_bytes, sh.compute_bytes
-    fc2_grads = (c.d_model * c.d_ff + c.d_model) * ea
+    fc2_grads = (c.d_model * c.d_ff + c.d_model) * ea if new_grads else 0
     mlp = Moment(below, grads + fc2_grads, n * ea + 2 * f * ec)  # flowing grad + two MLP-sized grads
     mlp_saved = (2 if c.activation == "gelu" else 1) * f * ec + n * (ec if sh.autocast else ea) + n * ea
     # By attention's backward: gradients of ln2, fc2, fc1 and the output projection exist.
-    mlp_grads = sum(block_tensors(c)[: 8 if c.bias else 5]) * ea
+    mlp_grads = sum(block_tensors(c)[: 8 if c.bias else 5]) * ea if new_grads else 0
     # Explicit: residual grad, grad of v, grads of probabilities and of scores.
     # SDPA: residual grad, grad of the output, grads of q, k, v.
     attn_tmp = 2 * n * ea + 2 * big_s * ec if c.attention == "explicit" else n * ea + 4 * n * ec
@@ -230,23 +475,34 @@ def train_moments(sh: Shape) -> list[Moment]:
     bsv = sh.batch * sh.seq * c.vocab_size
     blocks = saved_per_block(sh)
     saved = embed_saved_bytes(sh) + sum(blocks) + head_saved_bytes(sh)
-    # The loss: log-probs saved, plus the gradients of the log-probs and of the logits (fp32).
-    moments = [Moment(saved, 0, 8 * bsv)]
-    grads = sum(head_tensors(c)) * sh.param_bytes
+    e = sh.param_bytes
+    all_grads = sum(_numel(t) for t in trainable_shapes(sh)) * e
+    # Accumulation: the last micro-batch's backward adds into gradients the earlier ones made. A frozen
+    # base: only the (small) adapter gradients, counted from the start.
+    upfront = sh.micro_batches > 1 or sh.frozen_base
+    if sh.head_chunks == 1:
+        # The loss: log-probs saved, plus the gradients of the log-probs and of the logits (fp32).
+        moments = [Moment(saved, all_grads if upfront else 0, 8 * bsv)]
+    else:
+        # One checkpointed chunk at a time: its recomputed logits and log-probs, and their gradients.
+        chunk = -(-bsv // sh.head_chunks)
+        moments = [Moment(saved + chunk * (sh.compute_bytes + 4), all_grads if upfront else 0, 8 * chunk)]
+    grads = all_grads if upfront else sum(head_tensors(c)) * e
     alive = saved - head_saved_bytes(sh)
     full = block_saved_bytes(sh)
+    share = sh.share_every
     for i in reversed(range(c.n_layers)):
         # Checkpointed: the block's input is kept; its backward first recomputes the rest.
         below = alive - blocks[i] + full
-        moments += _block_moments(sh, below, grads)
+        # A block shared by several layers gets its gradients at the backward of its group's last layer.
+        new = not upfront and (i == c.n_layers - 1 or (i + 1) % share == 0)
+        moments += _block_moments(sh, below, grads, new)
         alive -= blocks[i]
-        grads += sum(block_tensors(c)) * sh.param_bytes
+        grads += sum(block_tensors(c)) * e if new else 0
     # The optimizer step: every gradient, and AdamW's (non-foreach) per-tensor temporaries, about two
     # of the largest tensor (sqrt of exp_avg_sq, then its scaled copy).
-    tensors = param_tensors(c)
-    moments.append(
-        Moment(embed_saved_bytes(sh), sum(tensors) * sh.param_bytes, 2 * max(tensors) * sh.param_bytes)
-    )
+    tensors = [_numel(t) for t in trainable_shapes(sh)]
+    moments.append(Moment(embed_saved_bytes(sh), sum(tensors) * e, 2 * max(tensors) * e))
     return moments
 
 
@@ -279,10 +535,9 @@ def predict(case: CaseSpec) -> dict[str, Any]:
         return {"prediction_unavailable_reason": shape}
     if case.workload_kind not in ("train", "infer"):
         return {"prediction_unavailable_reason": f"no formula for workload kind {case.workload_kind!r}"}
-    cfg = shape.cfg
-    params = sum(param_tensors(cfg)) * shape.param_bytes
+    params = sum(_numel(t) for t in model_shapes(shape)) * shape.param_bytes
     train = case.workload_kind == "train"
-    optimizer = adamw_state_bytes(cfg, shape.param_bytes) if train else 0
+    optimizer = optimizer_state_bytes(shape) if train else 0
     moments = train_moments(shape) if train else infer_moments(shape)
     peak = max(moments, key=lambda m: m.activations + m.gradients + m.temporaries)
     out = {
