@@ -193,15 +193,8 @@ def _rank_summary(r: dict[str, Any]) -> dict[str, Any]:
     return {k: r[k] for k in RANK_KEYS if k in r}
 
 
-MAX_KEYS = (
-    "host_rss_base_bytes",
-    "host_rss_peak_bytes",
-    "host_rss_peak_above_base_bytes",
-    "gpu_peak_allocated_bytes",
-    "gpu_peak_reserved_bytes",
-    "param_bytes_local",
-    "optimizer_state_bytes",
-)
+# The per-rank figures whose maximum over ranks the record carries as rank_<key>_max.
+MAX_KEYS = tuple(k for k in RANK_KEYS if "_bytes" in k)
 
 
 def _maxima(ranks: list[dict[str, Any]]) -> dict[str, Any]:

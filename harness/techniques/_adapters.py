@@ -16,7 +16,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
+
+from harness.techniques.base import TechniqueConfig
 
 # Base parameters a user may keep trainable next to the adapters ("also_train" option).
 # lm_head: the output projection (with tied embeddings it is the token embedding, so both train).
@@ -25,6 +28,15 @@ Extra = Literal["lm_head", "embeddings", "layer_norms"]
 
 # Remembered on the model, so a second adapter technique's freeze keeps what the first one asked for.
 _EXTRAS_ATTR = "_harness_also_train"
+
+
+class BottleneckConfig(TechniqueConfig):
+    """Options of the bottleneck adapters (per layer or shared)."""
+
+    bottleneck: int = Field(default=64, ge=1)
+    """r: the adapter's hidden width."""
+    also_train: list[Extra] = Field(default_factory=list)
+    """Base parts that train too: lm_head, embeddings, layer_norms (Houlsby et al. trained norms)."""
 
 
 class AdapterModule(nn.Module):

@@ -3,19 +3,18 @@ from __future__ import annotations
 import functools
 from typing import ClassVar
 
-from pydantic import Field
 from torch import nn
 
 from harness.techniques._adapters import (
     Bottleneck,
-    Extra,
+    BottleneckConfig,
     add_after,
     blocks_of,
     d_model_of,
     first_weight,
     freeze_base,
 )
-from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
+from harness.techniques.base import Context, Phase, Technique
 
 
 class BottleneckAdapter(Technique):
@@ -36,11 +35,8 @@ class BottleneckAdapter(Technique):
     order: ClassVar[int] = 11  # after LoRA (10); before quantization (20-29), which then skips adapters
     workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "infer"})
 
-    class Config(TechniqueConfig):
-        bottleneck: int = Field(default=64, ge=1)
-        """r: the adapter's hidden width."""
-        also_train: list[Extra] = Field(default_factory=list)
-        """Base parts that train too: lm_head, embeddings, layer_norms (Houlsby et al. trained norms)."""
+    class Config(BottleneckConfig):
+        """bottleneck (r) and also_train, as for every bottleneck adapter."""
 
     config: Config
 
