@@ -61,11 +61,11 @@ def test_savings_are_ratios_to_the_baseline_of_the_same_group():
 
 def test_quality_prefers_heldout_loss_and_peak_prefers_the_gpu_figure():
     recs = [
-        make_record(heldout_loss=3.0, gpu_peak=100 * MiB),
-        make_record(techniques=("lora",), heldout_loss=3.25, gpu_peak=60 * MiB),
+        make_record(heldout_loss_nats=3.0, gpu_peak=100 * MiB),
+        make_record(techniques=("lora",), heldout_loss_nats=3.25, gpu_peak=60 * MiB),
     ]
     lora = saved_rows(recs)["lora"]
-    assert lora["quality_metric"] == "heldout_loss" and lora["quality_delta"] == pytest.approx(0.25)
+    assert lora["quality_metric"] == "heldout_loss_nats" and lora["quality_delta"] == pytest.approx(0.25)
     assert lora["peak_metric"] == "gpu_peak_allocated_bytes" and lora["peak_ratio"] == pytest.approx(0.6)
 
 

@@ -70,8 +70,8 @@ DEFAULT_METRICS: dict[str, MemoryPolicy | TimePolicy | QualityPolicy] = {
     "gpu_peak_reserved_bytes": MemoryPolicy(),
     "step_time_s": TimePolicy(),
     "final_loss": QualityPolicy(),
-    "heldout_loss": QualityPolicy(),
-    "kl_divergence": QualityPolicy(),
+    "heldout_loss_nats": QualityPolicy(),
+    "kl_divergence_nats": QualityPolicy(),
 }
 
 

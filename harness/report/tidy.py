@@ -19,7 +19,7 @@ BASELINE = "baseline"
 GROUP_KEYS = ["run_id", "model_name", "workload_name", "batch_size", "seq_len", "device", "dtype"]
 PEAK_METRICS = ("gpu_peak_allocated_bytes", "host_rss_peak_above_base_bytes")
 # Quality in order of preference: a held-out figure beats the training loss when the case recorded one.
-QUALITY_METRICS = ("heldout_loss", "kl_divergence", "final_loss")
+QUALITY_METRICS = ("heldout_loss_nats", "kl_divergence_nats", "final_loss")
 BREAKDOWN_CATEGORIES = (
     "parameters",
     "buffers",
@@ -56,8 +56,8 @@ METRIC_COLUMNS = [
     "step_time_s_median",
     "step_time_s_iqr",
     "tokens_per_s",
-    "heldout_loss",
-    "kl_divergence",
+    "heldout_loss_nats",
+    "kl_divergence_nats",
 ]
 
 
