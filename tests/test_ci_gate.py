@@ -11,7 +11,7 @@ from tests.conftest import ROOT, run_cli
 
 BASELINE = ROOT / "results" / "baselines" / "smoke-cpu.json"
 POLICY = ROOT / "results" / "baselines" / "policy.yaml"
-MEM = "host_rss_peak_above_base_bytes"
+MEM = "breakdown.tensor_peak_bytes"  # the gated memory figure (see policy.yaml)
 
 
 def current_from_baseline(tmp_path: Path, scale: float = 1.0, case: str | None = None) -> Path:
