@@ -196,3 +196,25 @@ def test_crash_is_an_error_result_with_exit_code_and_stderr(write_suite, tmp_pat
     (rec,) = records(run_dir_of(tmp_path / "res"))
     assert rec["status"] == "error" and "boom in step" in rec["error"]
     assert "RuntimeError" in rec["traceback_tail"]
+
+
+def test_a_harness_folder_in_the_working_directory_is_not_what_the_case_runs(write_suite, tmp_path):
+    # The console script (as users run it) from a directory holding an unrelated `harness/` package.
+    script = Path(sys.executable).parent / "harness"
+    if not script.exists():
+        pytest.skip(f"no console script next to {sys.executable}")
+    bogus = tmp_path / "cwd" / "harness"
+    (bogus / "runner").mkdir(parents=True)
+    (bogus / "__init__.py").write_text("raise ImportError('the bogus harness package was imported')\n")
+    (bogus / "runner" / "__init__.py").write_text("")
+    suite = tiny_suite(write_suite, techniques="baseline")
+    proc = subprocess.run(
+        [str(script), "run", str(suite), "--results", str(tmp_path / "res")],
+        cwd=tmp_path / "cwd",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (rec,) = records(run_dir_of(tmp_path / "res"))
+    assert rec["status"] == "ok"

@@ -67,7 +67,10 @@ class PassResult:
 def child_env(case: CaseSpec, memory_pass: bool) -> dict[str, str]:
     env = dict(os.environ)
     threads = str(case.threads)
-    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
+    # PYTHONSAFEPATH: `python -m harness.runner.child` would otherwise put the user's working directory
+    # first on sys.path, so a `harness/` folder there (a source checkout, anything) would be what the case
+    # process runs instead of the installed package the parent runs.
+    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")
     env.pop("MALLOC_MMAP_THRESHOLD_", None)
     env.pop("HARNESS_PROFILE", None)  # only a profile pass records (extra_env), never a measured one
     if memory_pass and case.host_malloc_mmap_threshold_bytes is not None:
