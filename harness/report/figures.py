@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from harness.report.tidy import BREAKDOWN_CATEGORIES, groups, is_missing, pareto_mask, records, run_order
+from harness.timeseries import extreme_indices
 
 MiB = 1024 * 1024
 # A timeline trace keeps at most this many points (min and max of each bucket), so a 60-case report stays
@@ -81,16 +82,7 @@ def decimate(
     t: Sequence[float], y: Sequence[float], max_points: int = MAX_TIMELINE_POINTS
 ) -> tuple[list[float], list[float]]:
     """Keep the min and max of each bucket, in time order: a peak is never thinned away."""
-    if len(t) <= max_points:
-        return list(t), list(y)
-    buckets = max_points // 2
-    size = len(t) / buckets
-    keep: list[int] = []
-    for b in range(buckets):
-        lo, hi = int(b * size), max(int((b + 1) * size), int(b * size) + 1)
-        idx = range(lo, min(hi, len(t)))
-        pair = {min(idx, key=lambda i: y[i]), max(idx, key=lambda i: y[i])}
-        keep.extend(sorted(pair))
+    keep = extreme_indices(y, max_points)
     return [t[i] for i in keep], [y[i] for i in keep]
 
 

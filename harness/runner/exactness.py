@@ -3,30 +3,18 @@ checked against their baseline's losses; a drift past the declared tolerance is 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from harness import techniques as techreg
+from harness.case import RUN_SETTINGS
 
 # Spec fields that may differ between a case and its baseline: the technique combination itself, and
-# settings that do not change the math of the steps.
-_IGNORED = {
-    "techniques",
-    "techniques_name",
-    "repeats",
-    "timeout_s",
-    "memory_limit_bytes",
-    "sample_interval_ms",
-    "timing_pass",
-    "quality",
-    "heldout_batches",
-    "breakdown",
-    "suite",
-}
+# the run settings that do not change the math of the steps (the same ones a case id leaves out).
+_IGNORED = RUN_SETTINGS | {"techniques", "techniques_name"}
 
 
 def baseline_key(spec: dict[str, Any]) -> str:
-    import json
-
     return json.dumps({k: v for k, v in spec.items() if k not in _IGNORED}, sort_keys=True)
 
 

@@ -22,9 +22,9 @@ from harness.case import CaseSpec
 from harness.runner import procmem
 from harness.runner.sampler import Nvml, Sampler, Samples
 
-# The phase each mark ends. After `measured`, the child may run untimed extras (breakdown, quality)
-# before `done`; they are measured as their own phase and kept out of the case's peak.
-PHASE_ENDED_BY = {"imported": "startup", "built": "build", "warmed": "warmup", "measured": "measured"}
+# The phase each mark starts (the process starts in `startup`). After `measured`, the child runs untimed
+# extras (breakdown, quality) before `done`: their own phase, kept out of the case's peak.
+NEXT_PHASE = {"imported": "build", "built": "warmup", "warmed": "measured", "measured": "extras"}
 PEAK_PHASES = ("build", "warmup", "measured")
 
 
@@ -180,7 +180,7 @@ def _on_mark(msg: dict[str, Any], phases: list[Phase], pid: int, sampler: Sample
     if msg["mark"] == "done":
         return
     procmem.reset_hwm(pid)
-    nxt = {"imported": "build", "built": "warmup", "warmed": "measured", "measured": "extras"}[msg["mark"]]
+    nxt = NEXT_PHASE[msg["mark"]]
     # The reset sets the high-water mark to the RSS of this instant: sample it too, so the sampled peak
     # of the new phase starts from the same point as the kernel's.
     phases.append(Phase(nxt, current.t_end_s, sampler.sample_now()))

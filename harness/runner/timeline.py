@@ -1,10 +1,12 @@
-"""Per-case memory timelines: the parent's samples, max-preserving downsampled, with phase bands."""
+"""Per-case memory timelines: the parent's samples, thinned without losing peaks, with phase bands."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from harness.timeseries import extreme_indices
 
 if TYPE_CHECKING:
     from harness.runner.parent import PassResult
@@ -15,15 +17,8 @@ MAX_POINTS = 4000
 def decimate(
     t: list[float], ys: list[list[int]], max_points: int = MAX_POINTS
 ) -> tuple[list[float], list[list[int]]]:
-    """At most `max_points` points; each bucket keeps its highest first series' sample, so peaks survive."""
-    n = len(t)
-    if n <= max_points:
-        return t, ys
-    step = n / max_points
-    keep = []
-    for b in range(max_points):
-        lo, hi = int(b * step), max(int((b + 1) * step), int(b * step) + 1)
-        keep.append(max(range(lo, min(hi, n)), key=ys[0].__getitem__))
+    """At most `max_points` samples, chosen on the first series (host RSS) so its peaks survive."""
+    keep = extreme_indices(ys[0], max_points)
     return [t[i] for i in keep], [[y[i] for i in keep] for y in ys]
 
 
