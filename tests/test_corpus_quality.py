@@ -20,6 +20,7 @@ CAP = 256 * 1024  # a small cap keeps the tests fast
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    corpus_mod._load_corpus.cache_clear()  # the per-process memo; these tests are about the disk cache
     return tmp_path
 
 
@@ -42,6 +43,7 @@ def test_corpus_cache_is_reused_and_a_corrupt_file_is_rebuilt(cache):
     again = load_corpus(CAP)
     assert again.sha256 == first.sha256 and torch.equal(again.train, first.train)
     path.write_bytes(b"garbage")
+    corpus_mod._load_corpus.cache_clear()  # a new process would read the file again
     rebuilt = load_corpus(CAP)
     assert rebuilt.sha256 == first.sha256
     assert torch.load(path, weights_only=True)["sha256"] == first.sha256
