@@ -21,7 +21,8 @@ from harness import workloads as wlreg
 from harness.case import CaseSpec, TechniqueSpec
 from harness.errors import SuiteError, allowed, closest
 from harness.models.config import CONFIG_FIELDS, SIZES, ModelConfig
-from harness.suite.schema import Defaults, MatrixEntry, Suite
+from harness.models.source import EntryError, resolve_entry
+from harness.suite.schema import Defaults, MatrixEntry, ModelEntry, Suite
 
 AXES = ("model", "workload", "techniques", "batch_size", "seq_len")
 
@@ -120,7 +121,7 @@ def _unwrap(node: Any, part: Any) -> Any:
 
 
 def expand(label: str, suite_name: str, suite: Suite) -> list[CaseSpec]:
-    models = {n: _model_config(label, n, e.size, e.model_extra or {}) for n, e in suite.models.items()}
+    models = {n: _model_entry(label, n, e) for n, e in suite.models.items()}
     workloads = {n: _workload_config(label, n, raw) for n, raw in suite.workloads.items()}
     combos = {n: _technique_list(label, n, items) for n, items in suite.techniques.items()}
     cases: dict[str, CaseSpec] = {}
@@ -140,6 +141,19 @@ def expand(label: str, suite_name: str, suite: Suite) -> list[CaseSpec]:
             _check_conflicts(label, point["techniques"], combos[point["techniques"]])
             cases.setdefault(case.case_id, case)
     return list(cases.values())
+
+
+def _model_entry(label: str, name: str, entry: ModelEntry) -> dict[str, Any]:
+    """The case `model` dict of one entry: a built-in size with overrides, or another source."""
+    fields = {**({"size": entry.size} if entry.size is not None else {}), **(entry.model_extra or {})}
+    try:
+        resolved = resolve_entry(fields, Path(label).parent)
+    except EntryError as e:
+        raise SuiteError(label, f"models.{name}" + (f".{e.key}" if e.key else ""), e.problem) from None
+    if resolved is not None:
+        return resolved
+    assert entry.size is not None  # resolve_entry returns None only for a `size:` entry
+    return _model_config(label, name, entry.size, entry.model_extra or {})
 
 
 def _model_config(label: str, name: str, size: str, overrides: dict[str, Any]) -> dict[str, Any]:
