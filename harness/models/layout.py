@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from harness.models.source import UnsupportedModel
+
 ROLES = ("q", "k", "v", "o", "mlp_gate", "mlp_up", "mlp_down")
 
 # Attribute names of a block's parts and of Linear layers per role, the built-in model's and
@@ -138,12 +140,21 @@ def _generic(model: nn.Module) -> Layout:
 
 
 def blocks_or_raise(model: nn.Module, technique: str) -> nn.ModuleList:
-    """The decoder blocks, or a ValueError naming what the technique needs (a factory module without an
+    """The decoder blocks, or UnsupportedModel naming what the technique needs (a factory module without an
     nn.ModuleList of blocks)."""
     blocks = layout_of(model).blocks
     if blocks is None:
-        raise ValueError(
+        raise UnsupportedModel(
             f"{technique} needs the model's decoder blocks as an nn.ModuleList of one block class; "
             f"{type(model).__name__} has none (see docs/models.md)"
         )
     return blocks
+
+
+def part_attr_or_raise(layout: Layout, part: str, technique: str) -> str:
+    """The block attribute of "attn" or "mlp", or UnsupportedModel naming the names looked for."""
+    attr = layout.attn_attr if part == "attn" else layout.mlp_attr
+    if attr is None:
+        names = ATTN_NAMES if part == "attn" else MLP_NAMES
+        raise UnsupportedModel(f"{technique} needs each block's {part} as an attribute named one of {names}")
+    return attr

@@ -184,6 +184,11 @@ def _hf_spec(cfg: HfModelConfig) -> ModelSpec:
     )
 
 
+class UnsupportedModel(Exception):
+    """A technique met a model that lacks the part it acts on (a factory module without decoder blocks);
+    known only once the module is built, so raised in the case process, which records `unsupported`."""
+
+
 # ---- suite entries ---------------------------------------------------------------------------------
 
 SOURCE_KEYS = ("size", "hf", "hf_config", "factory")
