@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.models.layout import blocks_or_raise, layout_of, part_attr_or_raise
 from harness.techniques.base import TechniqueConfig
 
 # Base parameters a user may keep trainable next to the adapters ("also_train" option).
@@ -90,6 +89,8 @@ class AfterSublayer(nn.Module):
 
 def add_after(model: nn.Module, part: str, make: Callable[[], nn.Module], technique: str) -> None:
     """Put `make()` after sublayer `part` ("attn" or "mlp") of every layer position."""
+    from harness.models.layout import blocks_or_raise, layout_of, part_attr_or_raise
+
     blocks = blocks_or_raise(model, technique)
     attr = part_attr_or_raise(layout_of(model), part, technique)
     if len({id(b) for b in blocks}) != len(blocks):
@@ -122,12 +123,16 @@ class LoRALinear(AdapterModule):
 
 
 def blocks_of(model: nn.Module) -> nn.ModuleList:
+    from harness.models.layout import blocks_or_raise
+
     return blocks_or_raise(model, "this technique")
 
 
 def d_model_of(model: nn.Module) -> int:
     """The width of the residual stream: the token embedding's (a factory module without an embedding:
     the first block's first Linear input)."""
+    from harness.models.layout import layout_of
+
     embeddings = layout_of(model).embeddings
     if embeddings:
         return int(embeddings[0].weight.shape[1])
@@ -146,6 +151,8 @@ def _is_adapter_param(name: str, adapter_ids: set[int], param: nn.Parameter) -> 
 
 
 def _extra_params(model: nn.Module, extras: Iterable[str]) -> set[int]:
+    from harness.models.layout import layout_of
+
     ids: set[int] = set()
     layout = layout_of(model)
     for extra in extras:

@@ -10,7 +10,6 @@ from pydantic import Field
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from harness.models.layout import blocks_or_raise, layout_of, part_attr_or_raise
 from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
 
 Policy = Literal["full", "selective"]
@@ -106,6 +105,9 @@ class ActivationCheckpointing(Technique):
     config: Config
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+
+        from harness.models.layout import blocks_or_raise, layout_of, part_attr_or_raise
+
         layout = layout_of(model)
         blocks = blocks_or_raise(model, self.name)
         wrap = functools.partial(CheckpointedBlock, policy=self.config.policy)

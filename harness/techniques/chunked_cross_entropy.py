@@ -9,8 +9,6 @@ from pydantic import Field
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from harness.models.layout import layout_of
-from harness.models.source import UnsupportedModel
 from harness.techniques.base import Context, Phase, StepPlan, Technique, TechniqueConfig
 
 
@@ -56,6 +54,10 @@ def hidden_and_head(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Te
     Calling them directly bypasses an outer wrapper's forward, which is fine for wrappers that only
     rewrite submodules, not for ones whose forward does work (DDP).
     """
+
+    from harness.models.layout import layout_of
+    from harness.models.source import UnsupportedModel
+
     layout = layout_of(model)
     if layout.hidden is None or layout.lm_head is None:
         raise UnsupportedModel(

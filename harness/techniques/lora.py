@@ -6,8 +6,6 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 from torch import nn
 
-from harness.models.layout import layout_of
-from harness.models.source import UnsupportedModel
 from harness.techniques._adapters import Extra, LoRALinear, freeze_base
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
 
@@ -106,6 +104,10 @@ def target_names(model: nn.Module, targets: Sequence[str]) -> list[str]:
     module shared across layers (cross_layer_sharing) or across roles (GPT-2's c_attn) is listed at its
     first name, so it is adapted once. A model without decoder blocks (a factory module) is searched by
     attribute name over all its Linear layers."""
+
+    from harness.models.layout import layout_of
+    from harness.models.source import UnsupportedModel
+
     roles = [r for t in targets for r in TARGET_ROLES[t]]
     layout = layout_of(model)
     wanted: set[int] = set()
