@@ -30,7 +30,9 @@ from harness.models.hf import HfModelConfig
 
 SourceKind = Literal["builtin", "hf", "factory"]
 ModelSource = ModelConfig | HfModelConfig | FactoryModelConfig
-Mlp = Literal["relu", "gelu", "swiglu"]
+# gelu_new: GPT-2's tanh GELU written as Python ops (transformers' NewGELUActivation), which keeps more
+# tensors for backward than the fused F.gelu; the parameters are those of any two-matrix MLP.
+Mlp = Literal["relu", "gelu", "gelu_new", "swiglu"]
 Norm = Literal["layernorm", "rmsnorm"]
 Positions = Literal["learned", "sinusoidal", "rotary"]
 
@@ -55,6 +57,30 @@ class ModelSpec:
     qkv_bias: bool
     out_bias: bool
     mlp_bias: bool
+    # explicit: the (B, nh, T, T) probabilities are kept (transformers' eager); sdpa: the fused kernel.
+    attention: str = "explicit"
+
+    # The built-in ModelConfig's names, so formulas written for it read every source's spec.
+    @property
+    def activation(self) -> str:
+        return self.mlp
+
+    @property
+    def bias(self) -> bool:
+        return self.qkv_bias
+
+    @property
+    def tie_embeddings(self) -> bool:
+        return self.tied
+
+    @property
+    def pos_encoding(self) -> str:
+        return self.positions
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        if "tie_embeddings" in changes:
+            changes["tied"] = changes.pop("tie_embeddings")
+        return dataclasses.replace(self, **changes)
 
     @property
     def q_dim(self) -> int:
@@ -137,6 +163,7 @@ def _builtin_spec(cfg: ModelConfig) -> ModelSpec:
         qkv_bias=cfg.bias,
         out_bias=cfg.bias,
         mlp_bias=cfg.bias,
+        attention=cfg.attention,
     )
 
 
@@ -154,13 +181,14 @@ def _hf_spec(cfg: HfModelConfig) -> ModelSpec:
             d_ff=int(m["n_inner"] or 4 * d),
             vocab_size=int(m["vocab_size"]),
             max_seq_len=int(m["n_positions"]),
-            mlp="gelu",
+            mlp="gelu_new" if m["activation_function"] == "gelu_new" else "gelu",
             norm="layernorm",
             positions="learned",
             tied=bool(m["tie_word_embeddings"]),
             qkv_bias=True,
             out_bias=True,
             mlp_bias=True,
+            attention="explicit" if cfg.attention == "eager" else "sdpa",
         )
     d, heads = int(m["hidden_size"]), int(m["num_attention_heads"])
     qwen = cfg.family == "qwen2"  # Qwen2 always has q/k/v biases (and none on o_proj)
@@ -181,6 +209,7 @@ def _hf_spec(cfg: HfModelConfig) -> ModelSpec:
         qkv_bias=qwen or bool(m.get("attention_bias", False)),
         out_bias=bool(m.get("attention_bias", False)),
         mlp_bias=bool(m.get("mlp_bias", False)),
+        attention="explicit" if cfg.attention == "eager" else "sdpa",
     )
 
 
