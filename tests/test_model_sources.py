@@ -185,3 +185,10 @@ def test_a_factory_module_from_the_suites_folder_is_found(tmp_path):
     (tmp_path / "my_models.py").write_text("import torch\n\ndef build():\n    return torch.nn.Linear(1, 1)\n")
     cfg = resolve({"factory": "my_models:build"}, [tmp_path])
     assert (cfg.vocab_size, cfg.max_seq_len, cfg.path) == (256, 1024, str(tmp_path.resolve()))
+
+
+def test_the_builtin_gpt2_small_has_transformers_gpt2s_parameter_count():
+    # suites/gpt2_side_by_side.yaml compares them: the same count, so the figures differ by implementation.
+    spec = spec_of(resolve_preset("gpt2", {}))
+    assert spec is not None
+    assert count_params(SIZES["gpt2-small"].replace(tie_embeddings=True)) == spec.param_count() == 124_439_808
