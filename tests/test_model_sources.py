@@ -192,3 +192,12 @@ def test_the_builtin_gpt2_small_has_transformers_gpt2s_parameter_count():
     spec = spec_of(resolve_preset("gpt2", {}))
     assert spec is not None
     assert count_params(SIZES["gpt2-small"].replace(tie_embeddings=True)) == spec.param_count() == 124_439_808
+
+
+def test_without_transformers_hf_entries_are_refused_with_the_install_hint(write_suite, monkeypatch, capsys):
+    from harness.models import hf
+
+    monkeypatch.setattr(hf, "transformers_available", lambda: False)
+    path = _bad_suite(write_suite, "{hf: gpt2}")
+    assert main(["validate", str(path)]) == 2
+    assert "models.m.hf: hf models need transformers: pip install 'harness[hf]'" in capsys.readouterr().err
