@@ -82,3 +82,24 @@ def test_every_technique_runs_on_every_source_or_says_why_not(source, name, kind
         return
     losses = [session.step(i) for i in range(2)]
     assert all(math.isfinite(x) for x in losses), losses
+
+
+@pytest.mark.parametrize(
+    "kv_heads,heads_kept,kv_kept",
+    [(2, 2, 2), (4, 3, 3)],  # GQA 2:1 -> one query head off each group; MHA -> whole heads (K/V too)
+)
+def test_structured_pruning_is_gqa_aware_on_llama_blocks(kv_heads, heads_kept, kv_kept, tmp_path):
+    fraction = 0.5 if kv_heads == 2 else 0.25
+    model = SOURCES["llama"].replace("num_key_value_heads: 2", f"num_key_value_heads: {kv_heads}")
+    tech = f"[{{structured_pruning: {{heads_fraction: {fraction}, ffn_fraction: 0.25}}}}]"
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(SUITE.format(model=model, kind="train", name=tech[1:-1])))
+    (case,) = load_suite(path).cases
+    session = open_session(case)
+    for layer in session.model.hf.model.layers:
+        attn = layer.self_attn
+        assert attn.q_proj.out_features == heads_kept * attn.head_dim
+        assert attn.k_proj.out_features == attn.v_proj.out_features == kv_kept * attn.head_dim
+        assert attn.num_key_value_groups == heads_kept // kv_kept
+        assert layer.mlp.gate_proj.out_features == layer.mlp.up_proj.out_features == 96  # 128 - 32
+    assert math.isfinite(session.step(0))
