@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.case import CaseSpec
+from harness.models.config import ModelConfig
 from harness.models.source import ModelSpec, config_of, spec_of
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -277,6 +278,15 @@ def shape_for(case: CaseSpec) -> Shape | str:
 # ---- persistent state ------------------------------------------------------------------------------
 
 
+def _spec(cfg: ModelSpec | ModelConfig) -> ModelSpec:
+    """A built-in ModelConfig's spec (callers may pass either)."""
+    if isinstance(cfg, ModelSpec):
+        return cfg
+    spec = spec_of(cfg)
+    assert spec is not None  # a ModelConfig always has one
+    return spec
+
+
 def _norm_shapes(cfg: ModelSpec) -> list[tuple[int, ...]]:
     d = cfg.d_model
     return [(d,), (d,)] if cfg.norm == "layernorm" else [(d,)]  # RMSNorm: a weight, no bias
@@ -301,18 +311,21 @@ def _attn_shapes(cfg: ModelSpec) -> list[tuple[int, ...]]:
     return _linear(d, q, cfg.out_bias) + _linear(kv, d, cfg.qkv_bias) * 2 + _linear(q, d, cfg.qkv_bias)
 
 
-def block_shapes(cfg: ModelSpec) -> list[tuple[int, ...]]:
+def block_shapes(cfg: ModelSpec | ModelConfig) -> list[tuple[int, ...]]:
     """Shapes of one block's parameter tensors, in the order backward produces their grads."""
+    cfg = _spec(cfg)
     return _norm_shapes(cfg) + _mlp_shapes(cfg) + _attn_shapes(cfg) + _norm_shapes(cfg)  # ln2 ... ln1
 
 
-def head_shapes(cfg: ModelSpec) -> list[tuple[int, ...]]:
+def head_shapes(cfg: ModelSpec | ModelConfig) -> list[tuple[int, ...]]:
     # A tied head's gradient lands in the token embedding's tensor, made at the same moment.
+    cfg = _spec(cfg)
     return [(cfg.vocab_size, cfg.d_model), *_norm_shapes(cfg)]  # lm_head, ln_f
 
 
-def param_shapes(cfg: ModelSpec, n_blocks: int | None = None) -> list[tuple[int, ...]]:
+def param_shapes(cfg: ModelSpec | ModelConfig, n_blocks: int | None = None) -> list[tuple[int, ...]]:
     """Every parameter tensor's shape; `n_blocks` distinct blocks (cross-layer sharing: fewer)."""
+    cfg = _spec(cfg)
     embed = [(cfg.max_seq_len, cfg.d_model)] if cfg.pos_encoding == "learned" else []
     if not cfg.tie_embeddings:
         embed.append((cfg.vocab_size, cfg.d_model))
@@ -327,16 +340,16 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def block_tensors(cfg: ModelSpec) -> list[int]:
+def block_tensors(cfg: ModelSpec | ModelConfig) -> list[int]:
     """Element counts of one block's parameter tensors, in the order backward produces their grads."""
     return [_numel(t) for t in block_shapes(cfg)]
 
 
-def head_tensors(cfg: ModelSpec) -> list[int]:
+def head_tensors(cfg: ModelSpec | ModelConfig) -> list[int]:
     return [_numel(t) for t in head_shapes(cfg)]
 
 
-def param_tensors(cfg: ModelSpec, n_blocks: int | None = None) -> list[int]:
+def param_tensors(cfg: ModelSpec | ModelConfig, n_blocks: int | None = None) -> list[int]:
     """Every parameter tensor's element count (gradients, AdamW's per-tensor step counters)."""
     return [_numel(t) for t in param_shapes(cfg, n_blocks)]
 
@@ -351,7 +364,7 @@ def trainable_shapes(sh: Shape) -> list[tuple[int, ...]]:
     return list(sh.adapter_shapes) if sh.frozen_base else model_shapes(sh)
 
 
-def adamw_state_bytes(cfg: ModelSpec, param_bytes: int) -> int:
+def adamw_state_bytes(cfg: ModelSpec | ModelConfig, param_bytes: int) -> int:
     """exp_avg and exp_avg_sq in the parameter dtype, plus one fp32 `step` scalar per tensor (CPU,
     non-capturable AdamW keeps `step` as a 0-dim float32 tensor)."""
     tensors = param_tensors(cfg)
