@@ -422,10 +422,14 @@ def block_saved_bytes(sh: Shape) -> int:
         total += 4 * n * ec if sh.autocast else 2 * n * ea  # linear inputs (autocast casts each apart)
     if c.norm == "rmsnorm":  # x * rsqrt(mean(x^2)) is kept apart from weight * it (transformers' RMSNorm)
         total += 2 * n * ea
+        if ea < 4:  # it normalizes in fp32: the fp32 copy of its input is kept too
+            total += 2 * 4 * n
     total += _qkvo_saved(sh) * ec
     if c.attention == "explicit":
         total += b * c.n_heads * s * s * ec  # probabilities
         total += s * s if c.family == "builtin" else 0  # the built-in's bool causal mask
+        if c.mlp == "swiglu" and ec < 4:  # Llama-style eager softmax runs in fp32 and keeps that output too
+            total += 4 * b * c.n_heads * s * s
     else:
         total += 4 * b * c.n_heads * s  # log-sum-exp, fp32
     total += _mlp_saved(sh) * f * ec
@@ -467,6 +471,7 @@ def head_saved_bytes(sh: Shape) -> int:
     ln_out = n * sh.compute_bytes if sh.autocast else n * sh.param_bytes
     if sh.cfg.norm == "rmsnorm":
         ln_out += n * sh.param_bytes  # the normalized input, kept apart from weight * it
+        ln_out += 4 * n if sh.param_bytes < 4 else 0  # and its fp32 copy when the model is not fp32
     if sh.frozen_base:
         ln_out = 0  # the frozen head keeps no input for a weight gradient
     cast_w = sh.cfg.vocab_size * sh.cfg.d_model * sh.compute_bytes if sh.autocast else 0
