@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # run: a case failed; compare: a regression
@@ -39,3 +40,12 @@ def closest(word: str, choices: Iterable[str]) -> str:
 
 def allowed(choices: Iterable[str]) -> str:
     return ", ".join(sorted(choices))
+
+
+def write_text_file(path: Path, text: str) -> None:
+    """Write an output file the user named; any OS failure (read-only, full, a folder) is one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise HarnessError(f"{path}: cannot write ({e.strerror or e}); choose a writable path") from None

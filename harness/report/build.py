@@ -20,7 +20,7 @@ from harness.report import html as page
 from harness.report.export import export_table
 from harness.report.markdown import summary_markdown
 from harness.report.tidy import has_breakdown, latest_run, records, run_order, savings, tidy
-from harness.results.load import Run, frame_of_runs, read_run, run_paths
+from harness.results.load import Run, frame_of_runs, inside_run, read_run, run_paths
 
 FORMATS = {"html": ".html", "md": ".md", "csv": ".csv", "parquet": ".parquet"}
 Timelines = Mapping[tuple[str, str], Mapping[str, Any]]
@@ -55,12 +55,16 @@ def load_timelines(runs: Sequence[Run], frame: pd.DataFrame) -> dict[tuple[str, 
     dirs = {run.run_id: run.run_dir for run in runs}
     timelines = {}
     for row in records(frame):
-        rel = row.get("timeline_file")
-        path = dirs.get(str(row["run_id"]), Path(".")) / str(rel) if rel else None
-        if path is not None and path.is_file():
-            timelines[(str(row["run_id"]), str(row["case_id"]))] = json.loads(
-                path.read_text(encoding="utf-8")
-            )
+        run_dir = dirs.get(str(row["run_id"]))
+        # Only a file inside the run's own directory: a hand-edited timeline_file elsewhere is ignored.
+        path = inside_run(run_dir, row.get("timeline_file")) if run_dir is not None else None
+        if path is not None:
+            try:
+                timelines[(str(row["run_id"]), str(row["case_id"]))] = json.loads(
+                    path.read_text(encoding="utf-8")
+                )
+            except (OSError, ValueError, RecursionError):
+                continue  # an unreadable timeline leaves its case without a plot, not the report
     return timelines
 
 

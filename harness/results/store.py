@@ -84,12 +84,52 @@ class RunStore:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill mid-write: that case did not finish
-    return out
+    """The readable records of a results.jsonl; lines that are not a record are left out (see
+    read_records_checked for what they were)."""
+    return read_records_checked(path)[0]
+
+
+def read_records_checked(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """(records, problems): every line that is not a JSON object with a case_id is a problem, named by its
+    line number and byte offset. A torn last line (killed mid-write) is one too: its case did not finish."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], []
+    except OSError as e:
+        return [], [f"{path}: cannot read ({e.strerror})"]
+    out: list[dict[str, Any]] = []
+    problems: list[str] = []
+    offset = 0
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        start, offset = offset, offset + len(raw) + 1
+        if not raw.strip():
+            continue
+        problem = _record_problem(raw)
+        if isinstance(problem, dict):
+            out.append(problem)
+        else:
+            torn = (
+                " (torn last line: the run was killed mid-write)"
+                if not data.endswith(b"\n") and (offset > len(data))
+                else ""
+            )
+            problems.append(f"{path.name} line {number} (byte {start}): {problem}{torn}")
+    return out, problems
+
+
+def _record_problem(raw: bytes) -> dict[str, Any] | str:
+    """The record on one line, or what is wrong with the line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"not UTF-8 (byte {e.start} of the line)"
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        return f"not JSON ({e.msg if isinstance(e, json.JSONDecodeError) else 'nested too deep'})"
+    if not isinstance(value, dict):
+        return f"a JSON {type(value).__name__}, not a record"
+    if not isinstance(value.get("case_id"), str) or not value["case_id"]:
+        return "a record without a case_id"
+    return value
