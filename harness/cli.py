@@ -29,10 +29,21 @@ OK_STATUSES = ("ok", "unsupported")
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.suite.load import load_suite
 
-    for path in args.suites:
-        suite = load_suite(path)
+    code = EXIT_OK
+    for path in args.suites:  # every file, every mistake: one line each
+        try:
+            suite = load_suite(path)
+        except HarnessError as e:
+            _print_error(e)
+            code = e.exit_code
+            continue
         print(f"{path}: ok, {len(suite.cases)} cases")
-    return EXIT_OK
+    return code
+
+
+def _print_error(e: HarnessError) -> None:
+    for line in str(e).splitlines() or [""]:
+        print(f"harness: error: {line}", file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -205,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except HarnessError as e:
-        print(f"harness: error: {e}", file=sys.stderr)
+        _print_error(e)
         return e.exit_code
 
 

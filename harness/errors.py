@@ -32,6 +32,16 @@ class SuiteError(HarnessError):
         self.path, self.key_path, self.problem = path, key_path, problem
 
 
+class SuiteErrors(SuiteError):
+    """Every mistake found in one suite file, one line each; path/key_path/problem are the first's."""
+
+    def __init__(self, errors: list[SuiteError]) -> None:
+        first = errors[0]
+        super().__init__(first.path, first.key_path, first.problem)
+        self.args = ("\n".join(str(e) for e in errors),)
+        self.errors = errors
+
+
 def closest(word: str, choices: Iterable[str]) -> str:
     """'; did you mean X?' for the nearest choice, or '' when nothing is near."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
