@@ -132,8 +132,8 @@ def read_baseline(path: Path) -> Snapshot:
             cases.append(_baseline_case(raw))
         except (TypeError, KeyError, ValueError) as exc:
             problems.append(f"{path}: cases[{i}] is not a baseline case ({type(exc).__name__}: {exc})"[:300])
-    env = data.get("env") if isinstance(data.get("env"), dict) else {}
-    run = data.get("source") if isinstance(data.get("source"), dict) else {}
+    env: dict[str, Any] = data["env"] if isinstance(data.get("env"), dict) else {}
+    run: dict[str, Any] = data["source"] if isinstance(data.get("source"), dict) else {}
     return Snapshot(str(path), env, cases, run, tuple(problems))
 
 

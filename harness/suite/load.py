@@ -134,6 +134,19 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that records duplicate keys (PyYAML silently keeps the last)."""
 
     duplicates: list[tuple[str, int, int]]
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # The composer recurses once per level: refuse deep nesting here, before Python's stack gives out.
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.YAMLError(f"line {mark.line + 1}: nested deeper than {MAX_DEPTH} levels")
+            node: yaml.Node | None = super().compose_node(parent, index)
+            return node
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[str, int] = {}
@@ -148,15 +161,18 @@ class _StrictLoader(yaml.SafeLoader):
 
 def _parse_yaml(label: str, text: str, found: _Collect) -> tuple[dict[str, Any], bool]:
     """(the suite mapping, whether `matrix` was one mapping rather than a list)."""
-    loader = _StrictLoader(text)
-    loader.duplicates = []
+    try:
+        loader = _StrictLoader(text)  # the reader refuses control characters already here
+        loader.duplicates = []
+    except yaml.YAMLError as e:
+        raise SuiteError(label, *_yaml_problem(e, text)) from None
     try:
         node = loader.get_single_node()
         if node is not None:
             _check_size(label, node)
         raw = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
-        raise SuiteError(label, *_yaml_problem(e)) from None
+        raise SuiteError(label, *_yaml_problem(e, text)) from None
     except RecursionError:
         raise SuiteError(
             label, "", f"nested too deep to parse; a suite nests at most {MAX_DEPTH} levels"
@@ -177,13 +193,19 @@ def _parse_yaml(label: str, text: str, found: _Collect) -> tuple[dict[str, Any],
     return raw, single
 
 
-def _yaml_problem(e: yaml.YAMLError) -> tuple[str, str]:
+def _yaml_problem(e: yaml.YAMLError, text: str) -> tuple[str, str]:
     mark = getattr(e, "problem_mark", None)
     if isinstance(e, yaml.reader.ReaderError):
+        char = e.character if isinstance(e.character, int) else ord(e.character)
+        line = text.count("\n", 0, e.position) + 1
+        offset = len(text[: e.position].encode())
         return (
-            "",
-            f"not valid YAML: character {e.character!r} at character offset {e.position} is not allowed",
+            f"line {line}",
+            f"control character U+{char:04X} at byte offset {offset} is not allowed in YAML",
         )
+    if type(e) is yaml.YAMLError:  # ours (nesting): the message carries its line
+        where, _, problem = str(e).partition(": ")
+        return where, problem
     where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
     return where, f"not valid YAML: {problem}"
@@ -240,8 +262,11 @@ def _validate(label: str, raw: dict[str, Any], single_matrix: bool, found: _Coll
 def _check_sections(label: str, raw: dict[str, Any], found: _Collect) -> None:
     """With the suite as a whole refused, still check each well-shaped model, workload and technique
     combination, so one `validate` lists every mistake."""
-    checks = (("models", _check_model_entry, dict), ("workloads", _workload_config, dict),
-              ("techniques", _technique_list, list))  # fmt: skip
+    checks: tuple[tuple[str, Any, type], ...] = (
+        ("models", _check_model_entry, dict),
+        ("workloads", _workload_config, dict),
+        ("techniques", _technique_list, list),
+    )
     for section, check, shape in checks:
         table = raw.get(section)
         if not isinstance(table, dict):
@@ -293,6 +318,10 @@ def _explain(err: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
         return f"unknown key; allowed: {allowed(fields)}{closest(str(loc[-1]), fields)}"
     if kind == "missing":
         return "required key is missing"
+    shapes = {"model_type": "a mapping", "model_attributes_type": "a mapping", "dict_type": "a mapping",
+              "list_type": "a list", "string_type": "a string (a name)"}  # fmt: skip
+    if kind in shapes:  # pydantic's own wording names its internal classes
+        return f"must be {shapes[kind]} (got {_short(err.get('input'))})"
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         choices = re.findall(r"'([^']*)'", expected)
@@ -338,7 +367,11 @@ def expand(
     combos = _each(found, suite.techniques, lambda n, items: _technique_list(label, n, items))
     _check_combos(label, combos, found)
     named = {"model": models, "workload": workloads, "techniques": combos}
-    sections = {"model": suite.models, "workload": suite.workloads, "techniques": suite.techniques}
+    sections: dict[str, Mapping[str, Any]] = {
+        "model": suite.models,
+        "workload": suite.workloads,
+        "techniques": suite.techniques,
+    }
     broken = {axis: set(sections[axis]) - set(table) for axis, table in named.items()}
     wheres = [("matrix" if single_matrix else f"matrix[{m}]", entry) for m, entry in enumerate(suite.matrix)]
     total = sum(_count(entry) for _, entry in wheres)
@@ -475,7 +508,7 @@ def _workload_config(label: str, name: str, raw: dict[str, Any]) -> dict[str, An
     return _validate_options(label, where, wlreg.get(kind).Config, raw)
 
 
-def _technique_list(label: str, combo: str, items: list[str | dict[str, Any]]) -> list[TechniqueSpec]:
+def _technique_list(label: str, combo: str, items: list[Any]) -> list[TechniqueSpec]:
     specs = []
     known = techreg.names()
     options: dict[str, Any]
