@@ -51,7 +51,7 @@ def setter(*path: Any, value: Any) -> Callable[[dict[str, Any]], None]:
 
 
 def model_items() -> Iterator[Item]:
-    bad = {
+    bad: dict[str, list[Any]] = {
         "vocab_size": [0, -1, -50000, 100],
         "d_model": [0, -128],
         "n_layers": [0, -3],
@@ -79,7 +79,7 @@ def model_items() -> Iterator[Item]:
 
 
 def defaults_items() -> Iterator[Item]:
-    bad = {
+    bad: dict[str, list[Any]] = {
         "seed": [-1, 2**63, 2**64, 1.5, "0"],
         "timeout_s": [float("inf"), float("nan"), 0, -1, 1e12, "10"],
         "warmup_steps": [-1, "2"],
@@ -106,7 +106,7 @@ def defaults_items() -> Iterator[Item]:
 
 
 def matrix_items() -> Iterator[Item]:
-    axes = {
+    axes: dict[str, list[Any]] = {
         "batch_size": [[0], [-1], [], ["a"], [1.5], [True], [2, 0], 4],
         "seq_len": [[1], [0], [-16], ["x"]],
         "model": [["tinny"], ["nope"], [], "tiny", [["tiny"]], [{"a": 1}]],
