@@ -61,6 +61,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import signals
     from harness.runner.suite_runner import run_suite
     from harness.suite.load import load_suite
     from harness.summary import print_summary
@@ -70,7 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:  # checked before anything starts, so a wrong path is one line and nothing else
         from harness.results.store import RunStore
 
-        resume_done = len(RunStore.open_existing(args.resume).done_ids() & {c.case_id for c in suite.cases})
+        checked = RunStore.open_existing(args.resume, suite.sha256, lock=False)
+        resume_done = len(checked.done_ids() & {c.case_id for c in suite.cases})
     console = Console(stderr=True)
     with _progress(console) as bar:
         task = bar.add_task("starting", total=len(suite.cases), completed=resume_done)
@@ -81,16 +83,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 bar.advance(task)
 
+        run_dir: list[Path] = []
         try:
-            outcome = run_suite(
-                suite, args.results, resume=args.resume, progress=on_case, profile=args.profile
-            )
-        except KeyboardInterrupt:
+            with signals.as_interrupts():  # SIGTERM / SIGHUP end the run as Ctrl-C does
+                outcome = run_suite(
+                    suite,
+                    args.results,
+                    resume=args.resume,
+                    progress=on_case,
+                    profile=args.profile,
+                    started=run_dir.append,
+                )
+        except KeyboardInterrupt as e:
             console.print(
-                "interrupted: finished cases are saved; "
-                "`harness run SUITE --resume results/<run-id>` runs the rest"
+                signals.stopped_message(e, args.suite, run_dir[0] if run_dir else None), markup=False
             )
-            return 130
+            return signals.exit_code(e)
     print_summary(outcome.records, table_console())
     failed = [r for r in outcome.records if r["status"] not in OK_STATUSES]
     print(f"results: {outcome.store.path}  ({len(outcome.records)} cases, {len(failed)} failed)")
@@ -218,6 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as e:
         _print_error(e)
         return e.exit_code
+    except KeyboardInterrupt:  # before a run started (imports, loading the suite): nothing to save
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # a path the user gave that the system refuses (permissions, a full disk)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"harness: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ class Defaults(Strict):
     threads: int = Field(default=1, ge=1)
     """torch intra-op threads in the case: pinned, because 2 threads on 2 cores swing 0.8x-3.3x."""
     memory_limit_bytes: int | None = Field(default=None, gt=0)
-    """Host RSS limit of a case; above it the case is killed and recorded as `oom`."""
+    """Host memory limit of a case, counted above its RSS once its imports are done (torch's ~150 MB import
+    is not the case's): above it the case is killed and recorded as `oom`."""
     sample_interval_ms: float = Field(default=2.0, ge=1.0, le=20.0, allow_inf_nan=False)
     """RSS (and NVML) sampling period of the parent, for the timeline and the sampled peak."""
     timing_pass: bool = True
