@@ -218,9 +218,31 @@ def _add_compare(sub: Any) -> None:
     c.set_defaults(func=cmd_compare)
 
 
+def _import_uninterrupted(module: str) -> None:
+    """Import `module` with Ctrl-C held until it is done: an interrupt inside torch's (or numpy's) own
+    import leaves them half-initialised and ends in an unrelated traceback. The Ctrl-C then counts."""
+    import importlib
+    import signal
+
+    pending: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: pending.append(signum))
+    except ValueError:  # not the main thread: nothing to hold
+        importlib.import_module(module)
+        return
+    try:
+        importlib.import_module(module)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in ("run", "list"):  # these import torch anyway; do it first, uninterrupted
+            _import_uninterrupted("torch")
         code: int = args.func(args)
         return code
     except HarnessError as e:

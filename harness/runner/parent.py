@@ -268,8 +268,8 @@ def _signal_status(signum: int, oom_killed: bool | None) -> tuple[str, str]:
             "error",
             "killed by signal 9 (SIGKILL) from outside; the kernel keeps no OOM record here to tell",
         )
-    why = " (not the OOM killer)" if signum == signal.SIGKILL else ""
-    return "error", f"killed by signal {signum} ({name}){why} before it could report"
+    why = " (not the OOM killer)" if signum == signal.SIGKILL else f" ({name})"
+    return "error", f"killed by signal {signum}{why} before it could report"
 
 
 def _tail(path: Path, limit: int = 4000) -> str:
