@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -146,7 +147,7 @@ def test_a_case_process_killed_from_outside_is_recorded_as_such(tmp_path):
 
     suite = load_suite(write(tmp_path, QUICK + ONE))
     case = suite.cases[0].model_copy(update={"measured_steps": 10_000, "data": "random"})
-    records: list[dict] = []
+    records: list[dict[str, Any]] = []
     runner = threading.Thread(target=lambda: records.append(run_case(case, tmp_path, "r", None)))
     runner.start()
     deadline = time.monotonic() + 300
