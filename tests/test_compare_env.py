@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli import main
-from harness.compare import compare_snapshots
+from harness.compare import Comparison, compare_snapshots
 from harness.compare.outputs import headline
 from harness.compare.policy import PolicyFile
 from harness.compare.snapshot import snapshot_of_run
@@ -47,6 +47,11 @@ def noisy_times(run_id: str, scale: float) -> list[dict[str, Any]]:
     return records
 
 
+def judged(runs: list[Run], policy: PolicyFile) -> Comparison:
+    base, cur = (snapshot_of_run(r, NAMES) for r in runs)
+    return compare_snapshots(base, cur, policy)
+
+
 def test_the_manifest_fingerprints_isa_microarchitecture_and_torch_build():
     import torch
 
@@ -74,7 +79,7 @@ def test_another_isa_under_the_same_model_name_blocks_quality_and_time(tmp_path)
         Run(Path("a"), "run-a", make_manifest("run-a", cpu_isa=AVX2), base),
         Run(Path("b"), "run-b", make_manifest("run-b", cpu_isa=BF16), cur),
     ]
-    comparison = compare_snapshots(*(snapshot_of_run(r, NAMES) for r in runs), PolicyFile())
+    comparison = judged(runs, PolicyFile())
     quality = [v for v in comparison.verdicts if v.kind == "quality"]
     assert quality and all(v.status == "not comparable" for v in quality)
     assert all("cpu_isa" in v.detail for v in quality)
@@ -83,8 +88,8 @@ def test_another_isa_under_the_same_model_name_blocks_quality_and_time(tmp_path)
         Run(Path("a"), "run-a", make_manifest("run-a", cpu_isa=AVX2), base),
         Run(Path("b"), "run-b", make_manifest("run-b", cpu_isa=AVX2), cur),
     ]
-    judged = compare_snapshots(*(snapshot_of_run(r, NAMES) for r in same), PolicyFile())
-    assert {v.status for v in judged.verdicts if v.kind == "quality"} == {"regressed"}
+    same_isa = judged(same, PolicyFile())
+    assert {v.status for v in same_isa.verdicts if v.kind == "quality"} == {"regressed"}
 
 
 def test_without_policy_step_time_noise_does_not_fail_the_gate(tmp_path):
@@ -115,7 +120,7 @@ def test_the_summary_counts_only_gated_verdicts(tmp_path):
         Run(Path("b"), "run-b", make_manifest("run-b"), cur),
     ]
     policy = PolicyFile(metrics={"step_time_s": {"gate": False}})
-    comparison = compare_snapshots(*(snapshot_of_run(r, NAMES) for r in runs), policy)
+    comparison = judged(runs, policy)
     line = headline(comparison)
     assert "regressed" not in line.split("(")[0]  # the step-time regressions are not gated
     ungated = sum(not v.gated for v in comparison.verdicts)
