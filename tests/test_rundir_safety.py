@@ -104,7 +104,7 @@ def test_records_that_are_not_records_do_not_crash_resume(tmp_path):
     store.unlock()
 
 
-def test_report_reads_no_timeline_outside_the_run_directory(tmp_path):
+def test_report_reads_no_timeline_outside_the_run_directory(tmp_path, capsys):
     secret = tmp_path / "secret.json"
     secret.write_text(json.dumps({"t_s": [0.0], "host_rss_bytes": [1], "phases": []}))
     run = write_run(tmp_path / "r", smoke_records())
@@ -121,6 +121,8 @@ def test_report_reads_no_timeline_outside_the_run_directory(tmp_path):
     keys = {case for _, case in timelines}
     assert records[0]["case_id"] not in keys and records[1]["case_id"] not in keys
     assert records[2]["case_id"] in keys
+    notes = capsys.readouterr().err
+    assert notes.count("is not a file inside its run directory; ignored") == 2
 
 
 def cli(*args: str) -> tuple[int, list[str]]:

@@ -7,6 +7,7 @@ between (tidy, figures, html, markdown) are pure functions, tested on hand-made 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,11 @@ def load_timelines(runs: Sequence[Run], frame: pd.DataFrame) -> dict[tuple[str, 
     for row in records(frame):
         run_dir = dirs.get(str(row["run_id"]))
         # Only a file inside the run's own directory: a hand-edited timeline_file elsewhere is ignored.
-        path = inside_run(run_dir, row.get("timeline_file")) if run_dir is not None else None
+        rel = row.get("timeline_file")
+        path = inside_run(run_dir, rel) if run_dir is not None else None
+        if path is None and isinstance(rel, str) and rel:
+            print(f"note: case {row['case_id']}: timeline_file {rel[:200]!r} is not a file inside its run "
+                  f"directory; ignored", file=sys.stderr)  # fmt: skip
         if path is not None:
             try:
                 timelines[(str(row["run_id"]), str(row["case_id"]))] = json.loads(
