@@ -78,7 +78,9 @@ def load_suite(path: str | Path) -> LoadedSuite:
     name = suite.name or Path(path).stem
     cases = expand(label, name, suite, found, single_matrix)
     found.raise_if_any()
-    return LoadedSuite(label, name, hashlib.sha256(data).hexdigest(), suite, cases)
+    # the hash of the text as Python's read_text gives it (universal newlines), as earlier runs stored it
+    digest = hashlib.sha256(text.replace("\r\n", "\n").replace("\r", "\n").encode()).hexdigest()
+    return LoadedSuite(label, name, digest, suite, cases)
 
 
 def _read_file(label: str, path: Path) -> bytes:
