@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +71,40 @@ def test_quality_prefers_heldout_loss_and_peak_prefers_the_gpu_figure():
 
 
 def test_no_ratio_between_different_peak_measures():
-    recs = [make_record(peak=100 * MiB), make_record(techniques=("x",), gpu_peak=50 * MiB, device="cpu")]
+    # GIVEN a CPU baseline with the tensor peak and a case run with `breakdown: false` (no tensor peak)
+    recs = [
+        make_record(peak=100 * MiB, breakdown={"tensor_peak_bytes": 80 * MiB}),
+        make_record(techniques=("x",), peak=100 * MiB),
+    ]
     x = saved_rows(recs)["x"]
+    # THEN the process peaks pair, the tensor peak has no ratio, and the headline says why
+    assert x["tensor_peak_ratio"] is None and x["process_peak_ratio"] == pytest.approx(1.0)
     assert x["peak_ratio"] is None and x["baseline_note"] == "baseline measured a different peak"
+
+
+def test_cpu_headline_is_the_tensor_peak_beside_the_process_peak():
+    recs = [
+        make_record(peak=100 * MiB, breakdown={"tensor_peak_bytes": 80 * MiB}),
+        make_record(techniques=("ckpt",), peak=90 * MiB, breakdown={"tensor_peak_bytes": 40 * MiB}),
+    ]
+    ckpt = saved_rows(recs)["ckpt"]
+    assert ckpt["tensor_peak_metric"] == "breakdown.tensor_peak_bytes" and ckpt["tensor_peak_ratio"] == 0.5
+    assert ckpt["process_peak_metric"] == "host_rss_peak_above_base_bytes"
+    assert ckpt["process_peak_ratio"] == pytest.approx(0.9)
+    assert ckpt["peak_metric"] == "breakdown.tensor_peak_bytes"  # the headline: the gated figure
+
+
+def test_baseline_is_paired_by_spec_not_by_name():
+    # GIVEN two baselines that share model and workload names but differ in the model definition
+    recs = [
+        make_record(peak=100 * MiB),
+        make_record(techniques=("ckpt",), peak=50 * MiB),
+        make_record(peak=200 * MiB, definition="deeper"),
+    ]
+    recs[2]["spec"]["model"] = {"d_model": 128}
+    frame = savings(tidy(pd.DataFrame([_flat(r) for r in [recs[2], *recs[:2]]])))
+    ckpt = next(r for r in records(frame) if r["techniques_name"] == "ckpt")
+    assert ckpt["process_peak_ratio"] == pytest.approx(0.5)  # not 0.25: the d_model 128 case is another's
 
 
 def test_pareto_mask_keeps_only_undominated_points():
@@ -120,7 +152,8 @@ def test_history_orders_runs_by_start_time(tmp_path):
     )
     frame = tidy(load_results([late, early]))
     figs = history_figures(frame)
-    assert len(figs) == 4
+    # no tensor peak in these records: that chart is left out rather than drawn empty
+    assert [t for t, _ in figs] == ["History: process peak", "History: step time median", "History: quality"]
     assert list(figs[0][1].layout.xaxis.categoryarray) == [
         "c1 2025-01-01T00:00:00Z",
         "c2 2025-02-01T00:00:00Z",
@@ -129,7 +162,26 @@ def test_history_orders_runs_by_start_time(tmp_path):
     assert history_figures(tidy(load_results([early]))) == []
 
 
-def test_html_is_self_contained_with_plotly_once_and_escapes_user_strings(tmp_path):
+def test_history_keeps_cases_that_share_a_name_apart(tmp_path):
+    # GIVEN the same case name with two definitions across runs (the model changed between runs)
+    a = [
+        make_record(run_id="run-a", peak=100 * MiB),
+        make_record(run_id="run-a", definition="v1", peak=300 * MiB),
+    ]
+    b = [make_record(run_id="run-b", peak=110 * MiB)]
+    runs = [
+        write_run(tmp_path, a, make_manifest("run-a", "c1", "2025-01-01T00:00:00Z")),
+        write_run(tmp_path, b, make_manifest("run-b", "c2", "2025-01-02T00:00:00Z")),
+    ]
+    (_, fig), *_ = history_figures(tidy(load_results(runs)))
+    # THEN two lines, told apart by their ids, and the 300 MiB case is not joined to the 110 MiB one
+    assert len(fig.data) == 2
+    assert all("[" in t.name for t in fig.data)
+    lines = {tuple(t.y) for t in fig.data}
+    assert lines == {(100.0, 110.0), (300.0,)}
+
+
+def test_html_shares_one_local_plotly_bundle_and_escapes_user_strings(tmp_path):
     recs = smoke_records()
     recs[2]["case_name"] = "ci/train/<script>alert(1)</script>"
     recs[2]["techniques_name"] = "<script>alert(2)</script>"
@@ -137,10 +189,13 @@ def test_html_is_self_contained_with_plotly_once_and_escapes_user_strings(tmp_pa
     run = write_run(tmp_path / "results", recs)
     out = build_report([run], tmp_path / "report.html", "html")
     text = out.read_text()
-    plotly_js = plotly.offline.get_plotlyjs()
-    assert text.count(plotly_js[:300]) == 1
-    rest = text.replace(plotly_js, "")  # plotly.js itself names its CDN as a default for topojson
-    assert "<script src" not in rest and "cdn.plot.ly" not in rest and "https://" not in rest
+    # plotly.js once, beside the page (offline), shared by every report written to that folder
+    (src,) = re.findall(r'<script src="([^"]+)"', text)
+    assert (tmp_path / src).read_text() == plotly.offline.get_plotlyjs()
+    assert "cdn.plot.ly" not in text and "https://" not in text
+    assert len(text.encode()) < 2 * MiB
+    build_report([run], tmp_path / "again.html", "html")
+    assert sorted(p.name for p in tmp_path.glob("*.js")) == [src]
     assert "<script>alert" not in text
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in text
     assert "needs &lt;b&gt;CUDA&lt;/b&gt;" in text
@@ -158,7 +213,7 @@ def test_report_renders_without_optional_fields(tmp_path):
         for key in ("artifacts", "timeline_file", "gpu_peak_allocated_bytes", "loss"):
             rec.pop(key)
     frame = tidy(load_results(write_run(tmp_path, recs, timelines=False)))
-    text = report_html(frame, [("run-a", {})], {}, tmp_path, plotly_js="")
+    text = report_html(frame, [("run-a", {})], {}, tmp_path, plotly_src="plotly.js")
     assert "Memory timelines" not in text and "Memory breakdown" not in text and "History" not in text
     assert text.count('<tr class="bad">') == 1 and text.count('<tr class="skip">') == 1
     assert 'data-expected="1"' in text  # the baseline alone still gets its Pareto point
@@ -181,7 +236,14 @@ def test_markdown_summary_is_a_table_per_group_with_escaped_cells(tmp_path):
     recs[3]["error"] = "needs a | pipe and <html>"
     out = build_report([write_run(tmp_path, recs)], tmp_path / "summary.md", "md").read_text()
     assert out.count("### ") == 2
-    assert "| activation_checkpointing | ok | 250.0 | 0.625 | 1.273 | +0 |  |" in out
+    assert "| activation_checkpointing | ok | 250.0 | 0.62 | 52.1 |" not in out  # no tensor peak column: none
+    assert (
+        "| technique | status | process peak, MiB | process peak / baseline | step time median, ms |" in out
+    )
+    assert "| activation_checkpointing | ok | 250.0 | 0.62 | 140.0 | 1.27 | 7,314 | = |  |" in out
+    assert (
+        "| autocast_bf16 | ok | 90.0 | 0.75 | 110.0 | 1.00 | 9,309 | +0.01 |" in out
+    )  # infer: no note column
     assert "needs a \\| pipe and &lt;html&gt;" in out
     assert "6 cases: 5 ok, 1 unsupported." in out
 
@@ -225,5 +287,7 @@ def test_report_of_a_results_root_includes_history(tmp_path):
     write_run(tmp_path, smoke_records("run-a"), make_manifest("run-a", "c1", "2025-01-01T00:00:00Z"))
     write_run(tmp_path, smoke_records("run-b"), make_manifest("run-b", "c2", "2025-01-02T00:00:00Z"))
     text = build_report([tmp_path], tmp_path / "out" / "r.html", "html").read_text()
-    assert "<h2>History</h2>" in text and 'data-expected="8"' in text
+    assert "<h2>History</h2>" in text and 'data-expected="7"' in text  # 2 Pareto, 2 timelines, 3 history
+    assert "<title>harness report: suite smoke, run run-b</title>" in text
+    assert "history over 2 runs: run-a, run-b" in text
     assert Path(tmp_path / "out" / "r.html").is_file()

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from harness import metrics
 from harness.errors import HarnessError
 
 MiB = 1024 * 1024
@@ -64,14 +65,10 @@ class QualityPolicy(_Strict):
 MetricPolicy = Annotated[MemoryPolicy | TimePolicy | QualityPolicy, Field(discriminator="kind")]
 _METRIC = TypeAdapter(MetricPolicy)
 
+_POLICY_OF_GATE = {"memory": MemoryPolicy, "time": TimePolicy, "quality": QualityPolicy}
+# The metric catalog says which metrics are judged by default, and how (harness/metrics/catalog.py).
 DEFAULT_METRICS: dict[str, MemoryPolicy | TimePolicy | QualityPolicy] = {
-    "host_rss_peak_above_base_bytes": MemoryPolicy(),
-    "gpu_peak_allocated_bytes": MemoryPolicy(),
-    "gpu_peak_reserved_bytes": MemoryPolicy(),
-    "step_time_s": TimePolicy(),
-    "final_loss": QualityPolicy(),
-    "heldout_loss_nats": QualityPolicy(),
-    "kl_divergence_nats": QualityPolicy(),
+    name: _POLICY_OF_GATE[str(m.gate)]() for name, m in metrics.gate_defaults().items()
 }
 
 
