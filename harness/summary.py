@@ -132,10 +132,13 @@ def print_summary(
             f"{first['model_name']} / {first['workload_name']}  "
             f"(batch {first['batch_size']}, seq {first['seq_len']}, {first['device']})"
         )
-        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        # One space of padding (left) plus the box's divider: two columns apart, room left for names.
+        table = Table(
+            title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False
+        )
         for i, head in enumerate(_headers(wide, gated, df)):
-            text = i < 2  # names wrap (fold), numbers never do
-            table.add_column(head, justify="left" if text else "right", overflow="fold", no_wrap=not text)
+            # Names wrap (fold) and never truncate; statuses and numbers keep one line.
+            table.add_column(head, justify="right" if i > 1 else "left", overflow="fold", no_wrap=i > 0)
         for _, r in group.iterrows():
             table.add_row(*_cells(r))
         console.print(table)

@@ -1775,6 +1775,10 @@ UNIT_EXCEPTIONS: dict[str, str] = {
     "perplexity": "dimensionless by definition",
     "l1_norm": "in the weights' own units",
     "l1_sparsity_threshold": "in the weights' own units (a configured threshold)",
+    "final_loss": "the objective's own unit, as `loss`",
+    "quality": "the unit of the figure it takes (`quality_metric`): nats, or the objective's",
+    "quality_delta": "as `quality`",
+    "quality_noise": "as `quality`",
 }
 # Numbers that label or configure a case rather than measure it: no unit to carry.
 NUMERIC_LABELS = frozenset({"record_version", "batch_size", "seq_len", "exit_code", "ranks[].rank"})
