@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from rich.console import Console
 
@@ -12,7 +13,7 @@ from tests.fixtures_results import MiB, make_record
 LONG = ("activation_checkpointing", "weight_only_quantization")
 
 
-def records() -> list[dict]:
+def records() -> list[dict[str, Any]]:
     return [
         make_record(peak=400 * MiB, breakdown={"tensor_peak_bytes": 300 * MiB}, heldout_loss_nats=4.5),
         make_record(

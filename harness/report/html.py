@@ -1,4 +1,4 @@
-"""Tables and figures -> ONE self-contained HTML page (plotly.js inlined once). Pure: returns a string.
+"""Tables and figures -> ONE offline HTML page (plotly.js: one shared file beside it). Pure: returns a string.
 
 Every string that came from a suite, a record or a manifest goes through `esc` (html.escape); the only
 raw HTML is this module's own markup and plotly's figure divs.
