@@ -804,7 +804,7 @@ SECTIONS: tuple[Section, ...] = (
             M(
                 "breakdown.tensor_peak_bytes",
                 "bytes",
-                "all tensor bytes at the peak (the sum of the categories)",
+                "all tensor bytes alive at the peak of the one instrumented step (the sum of the categories)",
                 measured="MemTracker `Total`",
                 absent="as above",
                 gate="memory",

@@ -255,7 +255,9 @@ def history_figures(frame: pd.DataFrame) -> list[Titled]:
         return []
     first = frame.drop_duplicates("run_id").set_index("run_id")
     labels = {
-        r: _escape_plotly(f"{first.at[r, 'run_commit'] or r!s} {first.at[r, 'run_started_at'] or ''!s}")
+        r: _escape_plotly(
+            f"{str(first.at[r, 'run_commit'] or r)[:12]} {first.at[r, 'run_started_at'] or ''!s}"
+        )
         for r in runs
     }
     names = frame.drop_duplicates("case_id").groupby("case_name")["case_id"].nunique()

@@ -32,7 +32,7 @@ th{background:#f3f3f3;cursor:pointer;user-select:none}
 td.t,th.t{text-align:left}
 tr.bad td{background:#fde8e8} tr.skip td{background:#f4f4f4;color:#666}
 .note{color:#666;font-size:12px} .plot{margin-bottom:1em}
-ul.note{margin:-1em 0 1.5em;padding-left:1.2em} code{font-size:11px}
+ul.note{margin:0 0 1em;padding-left:1.2em} code{font-size:11px}
 .gated{font-size:10px;background:#2b6cb0;color:#fff;border-radius:3px;padding:0 3px;margin-left:3px}
 #harness-render-status:not(:empty){color:#b00;font-weight:bold}
 """
@@ -168,6 +168,7 @@ def _column_note(rows: pd.DataFrame, gated: Collection[str]) -> str:
 def savings_tables(saved: pd.DataFrame, out_dir: Path, gated: Collection[str] = ()) -> str:
     """One sortable table per model x workload, columns and units from the metric catalog."""
     parts = []
+    notes = {_column_note(rows, gated) for _, rows in groups(saved)}
     for label, rows in groups(saved):
         first = rows.iloc[0]
         columns = savings_columns(rows)
@@ -194,9 +195,10 @@ def savings_tables(saved: pd.DataFrame, out_dir: Path, gated: Collection[str] = 
         parts.append(
             f"<h3>{esc(label)} <span class='note'>({shape}, {esc(first['dtype'])})</span></h3>"
             f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-            f"{_column_note(rows, gated)}"
+            + (_column_note(rows, gated) if len(notes) > 1 else "")
         )
-    return "".join(parts)
+    # One explanation for the whole section when every table shows the same figures.
+    return (notes.pop() if len(notes) == 1 else "") + "".join(parts)
 
 
 ENV_LABELS = {
