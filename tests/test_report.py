@@ -12,13 +12,24 @@ import pandas as pd
 import plotly.offline
 import pytest
 
+from harness.case import baseline_key
 from harness.errors import HarnessError
 from harness.report import build_report, report_html
-from harness.report.figures import breakdown_figures, decimate, history_figures, pareto_figures
+from harness.report.figures import (
+    TIMELINE_PHASES,
+    breakdown_figures,
+    decimate,
+    history_figures,
+    pareto_figures,
+    phase_axis,
+    quality_colour,
+    timeline_figures,
+)
 from harness.report.html import relative_href
 from harness.report.tidy import latest_run, pareto_mask, records, savings, tidy
 from harness.results.load import flatten, load_results, run_paths
-from tests.fixtures_results import MiB, make_manifest, make_record, smoke_records, write_run
+from tests.conftest import run_cli
+from tests.fixtures_results import MiB, make_manifest, make_record, make_timeline, smoke_records, write_run
 
 
 def saved_rows(recs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -291,3 +302,85 @@ def test_report_of_a_results_root_includes_history(tmp_path):
     assert "<title>harness report: suite smoke, run run-b</title>" in text
     assert "history over 2 runs: run-a, run-b" in text
     assert Path(tmp_path / "out" / "r.html").is_file()
+
+
+# ---- what the page shows (issue 13 item 4) ------------------------------------------------------------
+
+
+def test_nested_and_flattened_specs_pair_with_the_same_baseline_key():
+    spec = make_record(techniques=("ckpt",))["spec"]
+    base = make_record()["spec"]
+    assert baseline_key(spec) == baseline_key(base)  # the techniques differ, nothing else
+    assert baseline_key(spec) == baseline_key(flatten(spec))  # tidy reads flattened `spec.*` columns
+    assert baseline_key({**base, "seq_len": 64}) != baseline_key(base)
+
+
+def test_timelines_start_at_each_cases_base_and_align_at_phase_marks():
+    # GIVEN two cases whose phases last different times and whose bases differ by 100 MiB
+    fast, slow = make_timeline(50 * MiB), make_timeline(80 * MiB, n=400, base=340 * MiB)
+    assert fast["phases"][1]["t_start_s"] != slow["phases"][1]["t_start_s"]
+    recs = [
+        make_record(peak=50 * MiB, host_rss_base_bytes=240 * MiB),
+        make_record(techniques=("x",), peak=80 * MiB, host_rss_base_bytes=340 * MiB),
+    ]
+    rows = records(tidy(pd.DataFrame([_flat(r) for r in recs])))
+    timelines = {(r["run_id"], r["case_id"]): tl for r, tl in zip(rows, (fast, slow), strict=True)}
+    ((_title, fig),) = timeline_figures(tidy(pd.DataFrame([_flat(r) for r in recs])), timelines)
+    # THEN both start at 0 MiB (their own base) and peak at their own growth; the x axis is in phases
+    for trace, peak in zip(fig.data, (50, 80), strict=True):
+        assert min(trace.y) == pytest.approx(0.0, abs=0.01) and max(trace.y) == pytest.approx(peak, abs=0.5)
+        assert min(trace.x) == 0.0 and max(trace.x) == pytest.approx(len(TIMELINE_PHASES))
+    # each case's own phase boundaries map to the same x: 1.0 is the start of warm-up for both
+    for tl in (fast, slow):
+        t_warmup = tl["phases"][1]["t_start_s"]
+        keep, xs = phase_axis(tl["t_s"], tl["phases"])
+        i = min(range(len(keep)), key=lambda j: abs(tl["t_s"][keep[j]] - t_warmup))
+        assert xs[i] == pytest.approx(1.0, abs=0.02)
+    # one shaded band per phase, labelled once on the axis: nothing overprints
+    assert len(fig.layout.shapes) == len(TIMELINE_PHASES) and not fig.layout.annotations
+    assert list(fig.layout.xaxis.ticktext) == list(TIMELINE_PHASES)
+
+
+def test_quality_colour_is_neutral_inside_the_noise_band():
+    assert quality_colour(2e-5, 1e-3) == 0.0 and quality_colour(-2e-5, 1e-3) == 0.0
+    assert quality_colour(0.05, 1e-3) == 0.05 and quality_colour(None, None) == 0.0
+    recs = [make_record(heldout_loss_nats=4.5), make_record(techniques=("x",), heldout_loss_nats=4.50002)]
+    ((_title, fig),) = pareto_figures(savings(tidy(pd.DataFrame([_flat(r) for r in recs]))))
+    marker = fig.data[1].marker
+    assert list(marker.color) == [0.0, 0.0] and "nats" in marker.colorbar.title.text
+
+
+def test_tables_show_the_gated_figure_exactness_and_kl_with_units_and_no_empty_or_debug_text(tmp_path):
+    recs = smoke_records()
+    recs[0]["breakdown"] = {"tensor_peak_bytes": 300 * MiB}
+    recs[1].update(breakdown={"tensor_peak_bytes": 150 * MiB}, exactness="ok")
+    recs[4]["kl_divergence_nats"] = 0.0
+    recs[5]["kl_divergence_nats"] = 1.2e-5
+    run = write_run(tmp_path / "results", recs)
+    text = build_report([run], tmp_path / "r.html", "html").read_text()
+    train, infer = text.split("<h3>ci / train")[1], text.split("<h3>ci / infer")[1].split("<h3>")[0]
+    assert "tensor peak, MiB" in train and '<span class="gated"' in train  # policy.yaml gates it
+    assert ">exactness<" in train and ">ok<" in train
+    assert "KL vs reference, nats" in infer and "KL vs reference" not in train.split("<h3>")[0]
+    assert ">exactness<" not in infer  # no row has one: no empty column
+    shown = text.split("<details>")[0]  # the raw manifest is folded away under "full manifest"
+    assert "plots rendered" not in text and "gpu_name" not in shown and ">[]<" not in text
+    for raw in ("peak_bytes</th>", "techniques_name", "step_time_s_median</th>"):
+        assert raw not in text
+    headers = re.findall(r"<th[^>]*>([^<]*)", text.split("Savings against baseline")[1].split("<h2>")[0])
+    numeric = [h for h in headers if h and h not in ("technique", "status", "note", "exactness")]
+    assert numeric and all("," in h or "/ baseline" in h for h in numeric), numeric  # unit or ratio
+
+
+def test_the_policy_decides_which_figure_is_marked_gated(tmp_path):
+    recs = smoke_records()
+    recs[0]["breakdown"] = {"tensor_peak_bytes": 300 * MiB}
+    run = write_run(tmp_path / "results", recs)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nmetrics:\n  breakdown.tensor_peak_bytes: {gate: false}\n")
+    proc = run_cli("report", str(run), "-o", str(tmp_path / "r.html"), "--policy", str(policy))
+    assert proc.returncode == 0, proc.stderr
+    table = (tmp_path / "r.html").read_text().split("<h3>ci / train")[1].split("</thead>")[0]
+    # the process peak is gated by the defaults; the tensor peak no longer
+    assert re.search(r"process peak, MiB <span class=\"gated\"", table)
+    assert not re.search(r"tensor peak, MiB <span class=\"gated\"", table)

@@ -232,6 +232,7 @@ def provenance(manifests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
         full = "".join(
             f'<tr><th class="t">{esc(k)}</th><td class="t">{esc(v)}</td></tr>'
             for k, v in flatten(manifest).items()
+            if _present(v)
         )
         parts.append(
             f"<h3>run {esc(run_id)}</h3><table>{env}</table>"
