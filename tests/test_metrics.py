@@ -413,13 +413,9 @@ def test_adding_a_metric_is_one_catalog_entry(monkeypatch: pytest.MonkeyPatch) -
     assert (
         "| `widget_cache_bytes` | widget cache, MiB | bytes | memory | lower | memory |" in metrics_markdown()
     )
-    assert "widget_cache_bytes" in metrics.gate_defaults()
-    assert PolicyFile().for_suite(None).keys() >= {"host_rss_peak_above_base_bytes"}  # unchanged defaults
+    assert isinstance(PolicyFile().for_suite(None)["widget_cache_bytes"], MemoryPolicy)  # compare judges it
     record = make_record(widget_cache_bytes=3 * MiB)
     assert metrics.Record(record).value("widget_cache_bytes") == 3 * MiB
-    import harness.report.tidy as tidy_module
-
-    monkeypatch.setattr(tidy_module, "METRIC_COLUMNS", [*tidy_module.METRIC_COLUMNS, "widget_cache_bytes"])
     frame = savings(tidy(pd.DataFrame([flatten(record)])))
     html = savings_tables(frame, ROOT)
     assert "widget cache, MiB" in html and ">3.0<" in html

@@ -66,10 +66,14 @@ MetricPolicy = Annotated[MemoryPolicy | TimePolicy | QualityPolicy, Field(discri
 _METRIC = TypeAdapter(MetricPolicy)
 
 _POLICY_OF_GATE = {"memory": MemoryPolicy, "time": TimePolicy, "quality": QualityPolicy}
-# The metric catalog says which metrics are judged by default, and how (harness/metrics/catalog.py).
-DEFAULT_METRICS: dict[str, MemoryPolicy | TimePolicy | QualityPolicy] = {
-    name: _POLICY_OF_GATE[str(m.gate)]() for name, m in metrics.gate_defaults().items()
-}
+
+
+def default_metrics() -> dict[str, MemoryPolicy | TimePolicy | QualityPolicy]:
+    """The metric catalog says which metrics are judged by default, and how (harness/metrics/catalog.py)."""
+    return {name: _POLICY_OF_GATE[str(m.gate)]() for name, m in metrics.gate_defaults().items()}
+
+
+DEFAULT_METRICS = default_metrics()
 
 
 class SuitePolicy(_Strict):
@@ -83,7 +87,7 @@ class PolicyFile(_Strict):
 
     def for_suite(self, suite: str | None) -> dict[str, MemoryPolicy | TimePolicy | QualityPolicy]:
         """Defaults, then this file's metrics, then its suite's metrics; each layer merges field by field."""
-        resolved = dict(DEFAULT_METRICS)
+        resolved = default_metrics()
         layers = [self.metrics]
         if suite is not None and suite in self.suites:
             layers.append(self.suites[suite].metrics)

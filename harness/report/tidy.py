@@ -52,20 +52,24 @@ LABEL_COLUMNS = [
     "error",
     "timeline_file",
 ]
-# Record figures the tables and figures read: the headline candidates of every device, and the catalog's
-# table columns that the record itself carries.
-METRIC_COLUMNS = list(
-    dict.fromkeys(
-        [
-            *(name for pair in metrics.HEADLINE_MEMORY.values() for names in pair for name in names),
-            "host_rss_base_bytes",
-            "step_time_s_iqr",
-            "loss_max_rel_diff_vs_baseline",
-            *metrics.QUALITY_ORDER[:-1],
-            *(m.name for m in metrics.columns() if m.scope == "record"),
-        ]
+
+
+def metric_columns() -> list[str]:
+    """Record figures the tables and figures read: every device's headline candidates, the catalog's
+    table columns the record itself carries, and what the timelines and notes need. Read from the
+    catalog at call time, so a new catalog column reaches the tables with no edit here."""
+    return list(
+        dict.fromkeys(
+            [
+                *(name for pair in metrics.HEADLINE_MEMORY.values() for names in pair for name in names),
+                "host_rss_base_bytes",
+                "step_time_s_iqr",
+                "loss_max_rel_diff_vs_baseline",
+                *metrics.QUALITY_ORDER[:-1],
+                *(m.name for m in metrics.columns() if m.scope == "record"),
+            ]
+        )
     )
-)
 
 
 def is_missing(value: Any) -> bool:
@@ -92,7 +96,7 @@ def _last(values: Any) -> float | None:
 def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
     techniques = row.get("techniques")
     record = metrics.Record({k: v for k, v in row.items() if not is_missing(v)})
-    out = {col: row.get(col) for col in LABEL_COLUMNS + METRIC_COLUMNS}
+    out = {col: row.get(col) for col in LABEL_COLUMNS + metric_columns()}
     out["techniques_name"] = out["techniques_name"] or "+".join(techniques or []) or BASELINE
     out["is_baseline"] = (isinstance(techniques, list) and not techniques) or out[
         "techniques_name"
