@@ -1677,10 +1677,11 @@ SECTIONS: tuple[Section, ...] = (
                 "tensor_peak_bytes",
                 "bytes",
                 (
-                    "the headline tensor figure: `breakdown.tensor_peak_bytes` on CPU (falling back to "
-                    "nothing), `gpu_peak_allocated_bytes` on CUDA (else `breakdown.tensor_peak_bytes`)"
+                    "the headline tensor figure: `breakdown.tensor_peak_bytes` on CPU (null with "
+                    "`breakdown: false`); `gpu_peak_allocated_bytes` on CUDA, else "
+                    "`breakdown.tensor_peak_bytes`"
                 ),
-                measured="report, `harness.metrics.headline`",
+                measured="report, `harness.metrics.Record.tensor_peak` / `.process_peak`",
                 absent=("`null` with `breakdown: false` on CPU, and for cases that did not end ok"),
                 display="tensor peak",
                 column=1,
@@ -1692,7 +1693,7 @@ SECTIONS: tuple[Section, ...] = (
                     "the headline process figure: `host_rss_peak_above_base_bytes` on CPU, "
                     "`gpu_peak_reserved_bytes` on CUDA"
                 ),
-                measured="report, `harness.metrics.headline`",
+                measured="report, `harness.metrics.Record.tensor_peak` / `.process_peak`",
                 absent="`null` for cases that did not end ok",
                 display=("process peak"),
                 column=3,
@@ -1763,6 +1764,7 @@ SECTIONS: tuple[Section, ...] = (
                 ),
                 measured="report, from the compare policy's defaults",
                 absent="as `quality_delta`",
+                better="none",
                 screen_unit="nats",
             ),
         ),
