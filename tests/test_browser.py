@@ -68,6 +68,7 @@ def test_every_chart_renders_without_console_errors(report, tmp_path, which, exp
     tag = status.group(0)
     assert f'data-rendered="{expected}"' in tag and 'data-errors="0"' in tag and 'data-ok="true"' in tag, tag
     assert done.stdout.count('class="main-svg"') >= expected
+    assert re.search(r'id="harness-render-status"[^>]*></p>', done.stdout)  # all fine: no debug text shown
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []
     assert "alert(1)" not in [s.strip() for s in re.findall(r"<script>(.*?)</script>", done.stdout)]
