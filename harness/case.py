@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from harness.metrics.record import flatten
+
 SCHEMA_VERSION = 1
 
 # Settings that decide whether a case finishes, not what it measures: two runs that differ only in
@@ -34,23 +36,13 @@ RUN_SETTINGS = frozenset(
 BASELINE_IGNORED = RUN_SETTINGS | {"techniques", "techniques_name"}
 
 
-def _flat(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in spec.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def baseline_key(spec: Mapping[str, Any]) -> str:
     """The one definition of "this case's baseline": the case with the same spec but no techniques
     (run settings aside). Takes a spec nested (`record["spec"]`) or flattened (`model.d_model` keys);
     both give the same key. Exactness, the report and the summary all pair cases by it."""
     flat = {
         k: v
-        for k, v in _flat(spec).items()
+        for k, v in flatten(spec).items()
         if k.split(".", 1)[0] not in BASELINE_IGNORED and not (v is None or v != v)  # None/NaN: unset
     }
     return json.dumps(flat, sort_keys=True, default=str)
