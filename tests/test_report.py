@@ -384,3 +384,17 @@ def test_the_policy_decides_which_figure_is_marked_gated(tmp_path):
     # the process peak is gated by the defaults; the tensor peak no longer
     assert re.search(r"process peak, MiB <span class=\"gated\"", table)
     assert not re.search(r"tensor peak, MiB <span class=\"gated\"", table)
+
+
+def test_every_smoke_case_finds_its_baseline_by_the_case_property():
+    from harness.suite.load import load_suite
+    from tests.conftest import ROOT
+
+    cases = load_suite(ROOT / "suites" / "smoke.yaml").cases
+    baselines = {c.baseline_key: c for c in cases if not c.techniques}
+    assert len(baselines) == 3  # ci/train, ci/infer, ci-deep/train-long
+    for case in cases:
+        base = baselines[case.baseline_key]
+        assert (base.model_name, base.workload_name) == (case.model_name, case.workload_name)
+        # the same key the runner's exactness check and the report compute from the record's spec
+        assert baseline_key(case.model_dump(mode="json")) == case.baseline_key
