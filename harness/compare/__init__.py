@@ -47,7 +47,7 @@ def run_compare(
     console = console or Console()
     policy_file = policy_file or default_policy_path()
     policy = load_policy(policy_file) if policy_file is not None else NO_FILE_POLICY
-    console.print(f"policy: {policy_file or 'built-in defaults (step times shown, not gated)'}", markup=False)
+    policy_line = f"policy: {policy_file or 'built-in defaults (step times shown, not gated)'}"
     names = _metric_names(policy, [None, *policy.suites])
     cur = load_snapshot(current, names)
     if update_baseline and not baseline.exists():
@@ -60,6 +60,7 @@ def run_compare(
     if fmt == "github":  # stdout is the comment: nothing else may be printed there
         print(to_github(comparison), end="")
     else:
+        console.print(policy_line, markup=False)
         render_terminal(comparison, console)
     _write_outputs(comparison, junit=junit, md=md, json_out=json_out)
     if update_baseline:
