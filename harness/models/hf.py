@@ -213,14 +213,16 @@ class HfModelConfig:
         return dataclasses.replace(self, config=config, attention=attention)
 
     def to_dict(self) -> dict[str, Any]:
-        """The case's `model` entry: what determines the model (max_seq_len copied for the suite's check)."""
+        """The case's `model` entry: what determines the model."""
         return {
             "source": "hf",
             "family": self.family,
             "preset": self.preset,
             "attention": self.attention,
             "config": self.config,
+            # Derived, copied for the suite's checks (sequence length, byte corpus) that read any source.
             "max_seq_len": self.max_seq_len,
+            "vocab_size": self.vocab_size,
         }
 
     @staticmethod
