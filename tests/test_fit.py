@@ -134,3 +134,32 @@ def test_estimated_fit_finds_a_boundary_and_checkpointing_fits_more(write_suite,
     assert (
         answers["tiny/train/activation_checkpointing"]["largest"] > answers["tiny/train/baseline"]["largest"]
     )
+
+
+def test_report_of_a_fit_run_is_the_fits_on_view(tmp_path: Path):
+    from harness.report import build_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    answers = [
+        {"record_kind": "fit_probe", "combination": "m/w/a", "budget": "1GiB", "axis": "batch_size"},
+        {
+            "record_kind": "fit_answer",
+            "combination": "m/w/a",
+            "budget": "1GiB",
+            "axis": "batch_size",
+            "largest": 0,
+        },
+        {
+            "record_kind": "fit_answer",
+            "combination": "m/w/b",
+            "budget": "1GiB",
+            "axis": "batch_size",
+            "largest": 7,
+        },
+    ]
+    (run / "fit.jsonl").write_text("".join(json.dumps(a) + "\n" for a in answers))
+    html = build_report([run], tmp_path / "fit.html", "html").read_text()
+    assert '"type":"heatmap"' in html and DOES_NOT_FIT in html
+    md = build_report([run], tmp_path / "fit.md", "md").read_text()
+    assert "| m/w/b | 7 |" in md and f"| m/w/a | {DOES_NOT_FIT} |" in md
