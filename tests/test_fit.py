@@ -84,7 +84,7 @@ defaults: {warmup_steps: 1, measured_steps: 1, timing_pass: false, quality: fals
 models:
   tiny: {size: ci, n_layers: 2}
 workloads:
-  train: {kind: train, batch_size: 1, seq_len: 64}
+  train: {kind: train, batch_size: 1, seq_len: 256}
 techniques:
   baseline: []
   activation_checkpointing: [activation_checkpointing]
@@ -118,7 +118,7 @@ def test_a_budget_nothing_fits_is_an_answer_and_resume_reasks_nothing(write_suit
 @pytest.mark.slow
 def test_estimated_fit_finds_a_boundary_and_checkpointing_fits_more(write_suite, tmp_path: Path):
     suite = write_suite(SUITE.replace("TECHS", "[baseline, activation_checkpointing]"))
-    out = run_cli("fit", str(suite), "--budget", "6MiB", "--estimate", "--results", str(tmp_path))
+    out = run_cli("fit", str(suite), "--budget", "24MiB", "--estimate", "--results", str(tmp_path))
     assert out.returncode == 0, out.stderr
     lines = _lines(tmp_path)
     answers = {r["combination"]: r for r in lines if r["record_kind"] == "fit_answer"}

@@ -52,7 +52,7 @@ def _estimate(case: CaseSpec) -> dict[str, Any]:
     twin = cpu_twin(case)
     on_cuda = case.device == "cuda"
     figures = fake_step_breakdown(
-        lambda: open_session(twin, context_for(twin)), twin.warmup_steps, round_blocks=on_cuda
+        lambda: open_session(twin, context_for(twin)), twin.warmup_steps, on_cuda=on_cuda
     )
     estimated: dict[str, Any] = dict(figures)
     if on_cuda:
@@ -74,9 +74,9 @@ def mappings(case: CaseSpec) -> list[str]:
         )
     if "autocast" in names:
         out.append(
-            "autocast: CPU's lower-precision op list (matmul, linear, bmm, SDPA) matches CUDA's; CUDA also "
-            "forces softmax/log_softmax/layer_norm to fp32, CPU keeps their input dtype (not applied: "
-            "the estimate is low by those outputs' extra bytes)"
+            "autocast: CPU's lower-precision op list (matmul, linear, bmm, SDPA) matches CUDA's; CUDA's fp32 "
+            "policy for softmax/log_softmax/layer_norm/group_norm applied (inputs cast to fp32); CUDA's other "
+            "fp32 ops (exp, pow, sum, cumsum, norms) not applied"
         )
     return out
 

@@ -96,24 +96,78 @@ def _allocator_rounding(enabled: bool) -> Iterator[None]:
         info._calculate_mem_consumed = original
 
 
+@contextlib.contextmanager
+def _cuda_autocast_fp32(enabled: bool) -> Iterator[None]:
+    """CUDA autocast runs softmax, log_softmax, layer_norm and group_norm in fp32 (autocast_mode.cpp's
+    CUDA fp32 lists); CPU autocast lists none of them and keeps their 16-bit input dtype. For a CUDA
+    case's fake CPU run, these calls get fp32 inputs while CPU autocast is on, so their outputs (saved
+    for backward) have CUDA's size."""
+    if not enabled:
+        yield
+        return
+    import torch
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    fp32_ops = {
+        torch.softmax,
+        torch.Tensor.softmax,
+        F.softmax,
+        torch.log_softmax,
+        torch.Tensor.log_softmax,
+        F.log_softmax,
+        F.layer_norm,
+        torch.layer_norm,
+        F.group_norm,
+    }
+    lower = (torch.bfloat16, torch.float16)
+
+    def up(a: Any) -> Any:
+        return a.float() if isinstance(a, torch.Tensor) and a.dtype in lower else a
+
+    class _Fp32Policy(TorchFunctionMode):
+        def __torch_function__(
+            self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+        ) -> Any:
+            kwargs = kwargs or {}
+            if func in fp32_ops and torch.is_autocast_enabled("cpu"):
+                args, kwargs = tuple(up(a) for a in args), {k: up(v) for k, v in kwargs.items()}
+            return func(*args, **kwargs)
+
+    with _Fp32Policy():
+        yield
+
+
 def fake_step_breakdown(
-    open_session: Callable[[], Session], warmup_steps: int, round_blocks: bool = False
+    open_session: Callable[[], Session], warmup_steps: int, on_cuda: bool = False
 ) -> dict[str, Any]:
     """Open the session, run its warm-up steps, then one step under the breakdown's MemTracker, all on
-    fake tensors. Returns the breakdown's `<category>_bytes` and `tensor_peak_bytes` (each storage
-    rounded up to 512 bytes with `round_blocks`, as on CUDA) and the model's parameter figures."""
+    fake tensors. Returns the breakdown's `<category>_bytes` and `tensor_peak_bytes` and the model's
+    parameter figures. `on_cuda` maps the run to a CUDA device's: every storage rounded up to 512
+    bytes, CUDA autocast's fp32 ops (docs/estimate.md)."""
     from harness.analysis.breakdown import breakdown_step
-    from harness.runner.child import _model_figures
 
-    with fake_tensors():
+    with fake_tensors(), _cuda_autocast_fp32(on_cuda):
         session = open_session()
         out: dict[str, Any] = _model_figures(session.model)
         for i in range(warmup_steps):
             session.step(i)
-        with _allocator_rounding(round_blocks), _fast_tracker():
+        with _allocator_rounding(on_cuda), _fast_tracker():
             out.update(breakdown_step(session, warmup_steps))
         out.update(resident(session))
     return out
+
+
+def _model_figures(model: Any) -> dict[str, int]:
+    """The case process's parameter figures (runner/child.py reports the same four)."""
+    params = list({id(p): p for p in model.parameters()}.values())  # shared tensors counted once
+    buffers = list({id(b): b for b in model.buffers()}.values())
+    return {
+        "param_count": sum(p.numel() for p in params),
+        "param_bytes": sum(p.numel() * p.element_size() for p in params),
+        "trainable_param_count": sum(p.numel() for p in params if p.requires_grad),
+        "buffer_bytes": sum(b.numel() * b.element_size() for b in buffers),
+    }
 
 
 def _storage_bytes(tensors: Any) -> int:
