@@ -75,7 +75,7 @@ def mappings(case: CaseSpec) -> list[str]:
     if "autocast" in names:
         out.append(
             "autocast: CPU's lower-precision op list (matmul, linear, bmm, SDPA) matches CUDA's; CUDA's fp32 "
-            "policy for softmax/log_softmax/layer_norm/group_norm applied (inputs cast to fp32); CUDA's other "
+            "policy for softmax/log_softmax/layer_norm/group_norm applied (inputs cast to fp32); other CUDA "
             "fp32 ops (exp, pow, sum, cumsum, norms) not applied"
         )
     return out
