@@ -163,3 +163,19 @@ def test_report_of_a_fit_run_is_the_fits_on_view(tmp_path: Path):
     assert '"type":"heatmap"' in html and DOES_NOT_FIT in html
     md = build_report([run], tmp_path / "fit.md", "md").read_text()
     assert "| m/w/b | 7 |" in md and f"| m/w/a | {DOES_NOT_FIT} |" in md
+
+
+def test_no_answer_at_1_is_not_does_not_fit(tmp_path: Path):
+    from harness.fit.budget import Budget
+    from harness.fit.run import FitLog, FitOptions, Prober, fit_one
+
+    class _Case:
+        model_name, workload_name, techniques_name, device, model = "m", "w", "t", "cpu", {}
+
+    prober = Prober(tmp_path, "r", FitLog(tmp_path / "fit.jsonl"))
+    prober.real = lambda *a: {"fits": None, "status": "error", "error": "boom"}  # type: ignore[method-assign]
+    answer = fit_one(
+        _Case(), Budget("1GiB", 2**30, "bytes"), FitOptions("batch_size", 8, False), prober, None
+    )  # type: ignore[arg-type]
+    assert answer["largest"] is None and "boom" in answer["reason"]
+    assert cell_text(answer).startswith("n/a")

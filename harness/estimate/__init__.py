@@ -99,7 +99,10 @@ def _not_estimable(case: CaseSpec) -> str | None:
 
 
 def _fake_failure(e: BaseException) -> str:
+    import traceback
+
     text = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
-    if "bitsandbytes" in repr(e) or "bnb" in text:
+    files = [f.filename for f in traceback.extract_tb(e.__traceback__)]
+    if any("bitsandbytes" in f for f in files) or "bitsandbytes" in text:
         return f"cannot run under fake tensors: bitsandbytes runs its own kernels on real memory ({text})"
     return f"cannot run under fake tensors: {text}"

@@ -270,7 +270,8 @@ def fit_one(
 
     result = largest_fitting(probe, maximum)
     answer.update(
-        largest=result.largest,
+        # nothing answered at 1 is no answer, not "does not fit at 1"
+        largest=None if result.undecided and result.largest == 0 else result.largest,
         first_failing=result.first_failing,
         at_axis_maximum=result.at_axis_max,
         probes=[v for v, _ in result.probed],
