@@ -170,12 +170,12 @@ def test_no_answer_at_1_is_not_does_not_fit(tmp_path: Path):
     from harness.fit.run import FitLog, FitOptions, Prober, fit_one
 
     class _Case:
-        model_name, workload_name, techniques_name, device, model = "m", "w", "t", "cpu", {}
+        model_name, workload_name, techniques_name, device = "m", "w", "t", "cpu"
+        model: dict[str, Any] = {}
 
     prober = Prober(tmp_path, "r", FitLog(tmp_path / "fit.jsonl"))
     prober.real = lambda *a: {"fits": None, "status": "error", "error": "boom"}  # type: ignore[method-assign]
-    answer = fit_one(
-        _Case(), Budget("1GiB", 2**30, "bytes"), FitOptions("batch_size", 8, False), prober, None
-    )  # type: ignore[arg-type]
+    case: Any = _Case()
+    answer = fit_one(case, Budget("1GiB", 2**30, "bytes"), FitOptions("batch_size", 8, False), prober, None)
     assert answer["largest"] is None and "boom" in answer["reason"]
     assert cell_text(answer).startswith("n/a")
