@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -171,7 +171,7 @@ def test_no_answer_at_1_is_not_does_not_fit(tmp_path: Path):
 
     class _Case:
         model_name, workload_name, techniques_name, device = "m", "w", "t", "cpu"
-        model: dict[str, Any] = {}
+        model: ClassVar[dict[str, Any]] = {}
 
     prober = Prober(tmp_path, "r", FitLog(tmp_path / "fit.jsonl"))
     prober.real = lambda *a: {"fits": None, "status": "error", "error": "boom"}  # type: ignore[method-assign]
