@@ -75,7 +75,7 @@ def fit_report(paths: Sequence[Path], out: Path, fmt: str) -> Path | None:
     if fmt == "md":
         target.write_text(fit_markdown(answers, budgets), encoding="utf-8")
         return target
-    import plotly.offline
+    from harness.report.build import write_plotly_bundle
 
     title = "Fits on: the largest shape under each budget"
     html = page.render_page(
@@ -86,7 +86,7 @@ def fit_report(paths: Sequence[Path], out: Path, fmt: str) -> Path | None:
             ("Table", _table_html(answers, budgets)),
         ],
         figure_count=1,
-        plotly_js=plotly.offline.get_plotlyjs().replace("</script", "<\\/script"),
+        plotly_src=write_plotly_bundle(target.parent),
     )
     target.write_text(html, encoding="utf-8")
     return target
