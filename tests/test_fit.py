@@ -178,4 +178,4 @@ def test_no_answer_at_1_is_not_does_not_fit(tmp_path: Path):
     case: Any = _Case()
     answer = fit_one(case, Budget("1GiB", 2**30, "bytes"), FitOptions("batch_size", 8, False), prober, None)
     assert answer["largest"] is None and "boom" in answer["reason"]
-    assert cell_text(answer).startswith("n/a")
+    assert cell_text(answer).startswith("n/a (error: boom")

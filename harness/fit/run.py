@@ -290,7 +290,8 @@ def fit_one(
 def _reason(result: Any, probes: dict[int, dict[str, Any]]) -> str | None:
     if result.undecided:
         v, _ = result.probed[-1]
-        return f"probe at {v} could not answer: {probes[v]['status']}: {probes[v].get('error')}"
+        why = f"{probes[v]['status']}: {probes[v].get('error')}"
+        return why if v == 1 else f"probe at {v} could not answer: {why}"
     if result.largest == 0:
         p = probes.get(1, {})
         return f"does not fit at 1 ({p.get('status')}, peak {p.get('peak_bytes')} > {p.get('budget_bytes')})"

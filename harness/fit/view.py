@@ -13,7 +13,7 @@ def cell_text(answer: dict[str, Any] | None) -> str:
         return "-"
     largest = answer.get("largest")
     if largest is None:
-        return f"n/a: {answer.get('reason') or 'no answer'}"[:60]
+        return f"n/a ({answer.get('reason') or 'no answer'})"[:90]
     if largest == 0:
         return DOES_NOT_FIT
     text = str(largest) + (" (axis max)" if answer.get("at_axis_maximum") else "")
