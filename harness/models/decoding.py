@@ -30,6 +30,9 @@ class KVLayout:
 def decoder_for(model: nn.Module) -> BuiltinDecoder | HFDecoder:
     if _is_hf(model):
         return HFDecoder(model)
+    inner = getattr(model, "hf", None)  # harness's wrapper of a transformers model (models/hf_build.py)
+    if isinstance(inner, nn.Module) and _is_hf(inner):
+        return HFDecoder(inner)
     if isinstance(getattr(model, "blocks", None), nn.ModuleList) and hasattr(model, "hidden"):
         return BuiltinDecoder(model)
     raise TypeError(

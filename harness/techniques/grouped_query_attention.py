@@ -41,10 +41,19 @@ class GroupedQueryAttention(Technique):
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
         import torch
 
+        attns = [
+            m
+            for m in model.modules()
+            if hasattr(m, "k_proj") and hasattr(m, "v_proj") and hasattr(m, "head_dim")
+        ]
+        if not attns:
+            raise ValueError(
+                "grouped_query_attention needs attention modules with separate k_proj and v_proj "
+                f"(harness's model, Llama/Mistral/Qwen2); {type(model).__name__} has none (GPT-2 fuses them)"
+            )
         with torch.no_grad():
-            for module in list(model.modules()):
-                if hasattr(module, "k_proj") and hasattr(module, "v_proj") and hasattr(module, "head_dim"):
-                    _pool(module, self.config.kv_heads)
+            for module in attns:
+                _pool(module, self.config.kv_heads)
         return model
 
     def metrics(self, model: nn.Module) -> dict[str, int]:

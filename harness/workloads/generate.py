@@ -30,14 +30,14 @@ from pydantic import Field, model_validator
 from harness.case import CaseSpec
 from harness.data import case_batches, reference_weights
 from harness.models.config import ModelConfig
-from harness.models.decoding import decoder_for
+from harness.models.decoding import HFDecoder, decoder_for
 from harness.models.kv_cache import CacheSpec, analytic_bytes, bytes_per_element, storage_bytes
 from harness.techniques.base import Context, StepPlan, Technique
 from harness.workloads.base import Session, Workload, WorkloadConfig, build_model
 from harness.workloads.train import plain_loss
 
 if TYPE_CHECKING:
-    from harness.models.decoding import BuiltinDecoder, HFDecoder
+    from harness.models.decoding import BuiltinDecoder
 
 MAX_TIMELINE_POINTS = 512
 
@@ -101,8 +101,8 @@ class GenerateSession(Session):
         return case_batches(self.case, n, self.decoder_vocab(), split, device)
 
     def decoder_vocab(self) -> int:
-        emb = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
-        weight = emb.weight if emb is not None else self.model.tok_emb.weight
+        head = self.decoder.model.get_output_embeddings() if isinstance(self.decoder, HFDecoder) else None
+        weight = head.weight if head is not None else self.model.lm_head.weight
         return int(weight.shape[0])
 
     @property
