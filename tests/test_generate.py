@@ -185,6 +185,8 @@ def test_generate_session_reports_latency_throughput_kv_bytes_and_quality(tmp_pa
         losses = [session.step(i) for i in range(3)]
         assert all(loss > 0 for loss in losses)
         figures[name] = {**session.extra_metrics(), **session.quality_metrics()}
+        param_bytes = sum(p.numel() * p.element_size() for p in session.model.parameters())
+        assert predict(case)["parameters_bytes"] == param_bytes, name  # GQA's pooled K/V rows too
     base = figures["baseline"]
     assert base["generate_prefill_time_s_median"] > 0
     assert base["generate_decode_token_latency_s_median"] > 0

@@ -263,8 +263,9 @@ def _shared_adapter(shape: Shape, options: Mapping[str, Any]) -> str | None:
 @register_adjust("grouped_query_attention")
 def _gqa(shape: Shape, options: Mapping[str, Any]) -> str | None:
     kv = int(options.get("kv_heads", 1))
-    if shape.cfg.n_heads % kv:
-        return f"kv_heads {kv} does not divide n_heads {shape.cfg.n_heads}"
+    heads = getattr(shape.cfg, "n_kv_heads", None) or shape.cfg.n_heads
+    if heads % kv:
+        return f"kv_heads {kv} does not divide the model's {heads} K/V heads"
     shape.kv_heads = kv
     return None
 
@@ -603,7 +604,7 @@ def gqa_saved_params_bytes(sh: Shape) -> int:
     if sh.kv_heads is None:
         return 0
     c = sh.cfg
-    removed_rows = (c.n_heads - sh.kv_heads) * c.head_dim
+    removed_rows = ((getattr(c, "n_kv_heads", None) or c.n_heads) - sh.kv_heads) * c.head_dim
     per_proj = removed_rows * (c.d_model + (1 if c.bias else 0))
     return 2 * per_proj * sh.unique_blocks * sh.param_bytes
 
@@ -613,7 +614,7 @@ def kv_cache_bytes(sh: Shape, tokens: int) -> int:
     cache keeps (the window, if any) and bytes per element is the dtype's, or bits/8 plus one scale of
     the dtype per group (harness.models.kv_cache stores exactly this)."""
     c = sh.cfg
-    kv_heads = sh.kv_heads or c.n_heads
+    kv_heads = sh.kv_heads or getattr(c, "n_kv_heads", None) or c.n_heads  # a source's own GQA counts
     kept = min(tokens, sh.kv_window) if sh.kv_window else tokens
     elements = 2 * c.n_layers * kv_heads * c.head_dim * kept * sh.batch
     if sh.kv_bits is None:
