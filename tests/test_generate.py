@@ -85,6 +85,22 @@ def test_cached_greedy_tokens_equal_full_recomputation(make, spec):
     assert torch.equal(g.tokens, recomputed(model, prompt(), NEW))
 
 
+class Wrapped(torch.nn.Module):
+    """How harness holds a transformers model (models/hf_build.py): the model under `.hf`."""
+
+    def __init__(self, hf: torch.nn.Module) -> None:
+        super().__init__()
+        self.hf = hf
+
+
+def test_generation_reaches_a_wrapped_transformers_model_and_refuses_other_modules():
+    inner = llama()
+    g = generate(decoder_for(Wrapped(inner)), prompt(), CacheSpec(), NEW, PLAN)
+    assert torch.equal(g.tokens, recomputed(inner, prompt(), NEW))
+    with pytest.raises(TypeError, match="generate needs a model with a KV cache path"):
+        decoder_for(torch.nn.Linear(2, 2))
+
+
 def test_builtin_cache_logits_match_recomputation_closely():
     model = builtin()
     ids = prompt()
