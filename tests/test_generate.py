@@ -105,7 +105,7 @@ def test_builtin_cache_logits_match_recomputation_closely():
     model = builtin()
     ids = prompt()
     ref = recomputed(model, ids, NEW)
-    g = generate(decoder_for(model), ids, CacheSpec(), NEW, PLAN, forced=ref)
+    g = generate(decoder_for(model), ids, CacheSpec(), NEW, PLAN, forced=ref, keep_logits=True)
     with torch.inference_mode():
         full = model(torch.cat([ids, ref[:, :-1]], dim=1))[:, ids.size(1) - 1 :]
     torch.testing.assert_close(g.logits, full, rtol=1e-4, atol=1e-5)

@@ -174,9 +174,10 @@ def generate(
     sync: Callable[[], None] = _no_sync,
     record: bool = False,
     forced: torch.Tensor | None = None,
+    keep_logits: bool = False,
 ) -> Generation:
     """Prefill then `new_tokens - 1` decode forwards, each feeding the last token. `forced` (B, N): feed
-    these tokens instead of the argmax (teacher forcing) and keep every position's logits."""
+    these tokens instead of the argmax (teacher forcing). `keep_logits`: return every position's logits."""
     b = prompt.size(0)
     kv = decoder.new_cache(spec, b, prompt.size(1) + new_tokens - 1)
     timeline: dict[str, list[Any]] = {k: [] for k in ("tokens", "kv_cache_bytes", "host_rss_bytes", "t_s")}
@@ -192,7 +193,7 @@ def generate(
             tok = logp.argmax(-1)
             chosen.append(tok)
             nll.append(-logp.gather(-1, tok[:, None]).mean())
-            if forced is not None:
+            if keep_logits:
                 kept.append(logits)
             if record:
                 _sample(timeline, prompt.size(1) + j, kv, time.perf_counter() - t_start)
@@ -299,12 +300,13 @@ def generation_quality(s: GenerateSession) -> dict[str, Any]:
     kl, agree, n = 0.0, 0.0, 0
     for x, _ in heldout:
         prompt = x[:, : s.prompt_len]
-        tokens = generate(ref, prompt, CacheSpec(), s.new_tokens, plain).tokens
-        # Forced on its own tokens, the reference's logits are those of its free run.
-        ref_logits = generate(ref, prompt, CacheSpec(), s.new_tokens, plain, forced=tokens).logits
-        case_logits = generate(s.decoder, prompt, s.spec, s.new_tokens, s.plan, forced=tokens).logits
-        assert ref_logits is not None and case_logits is not None
-        count = tokens.numel()
+        free = generate(ref, prompt, CacheSpec(), s.new_tokens, plain, keep_logits=True)
+        forced = generate(
+            s.decoder, prompt, s.spec, s.new_tokens, s.plan, forced=free.tokens, keep_logits=True
+        )
+        assert free.logits is not None and forced.logits is not None
+        ref_logits, case_logits = free.logits, forced.logits
+        count = free.tokens.numel()
         kl += kl_divergence(case_logits, ref_logits)["kl_divergence_nats"] * count
         agree += top1_agreement(case_logits, ref_logits)["top1_agreement_fraction"] * count
         n += count
