@@ -99,7 +99,7 @@ def table_console() -> Console:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import build_report
 
-    print(build_report(args.paths, args.out, args.format))
+    print(build_report(args.paths, args.out, args.format, args.policy))
     return EXIT_OK
 
 
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_report(sub: Any) -> None:
-    r = sub.add_parser("report", help="one self-contained HTML report (or md/csv/parquet) of runs")
+    r = sub.add_parser("report", help="one HTML report (or md/csv/parquet) of runs")
     r.add_argument(
         "paths", nargs="+", type=Path, help="run dirs, results.jsonl files, or a results root (history)"
     )
@@ -175,6 +175,11 @@ def _add_report(sub: Any) -> None:
         "-o", "--out", type=Path, default=Path("reports"), help="output file, or a folder for report.<ext>"
     )
     r.add_argument("--format", choices=["html", "md", "csv", "parquet"], default="html")
+    r.add_argument(
+        "--policy",
+        type=Path,
+        help="compare policy whose gated figure to mark (default: results/baselines/policy.yaml)",
+    )
     r.set_defaults(func=cmd_report)
 
 
