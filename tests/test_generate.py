@@ -10,8 +10,10 @@ import textwrap
 import pytest
 import torch
 
+from harness import metrics
 from harness.analysis.predict import predict
 from harness.errors import SuiteError
+from harness.metrics.record import flatten
 from harness.models.config import SIZES
 from harness.models.decoding import decoder_for
 from harness.models.kv_cache import CacheSpec, dequantize, quantize
@@ -208,17 +210,17 @@ def test_generate_session_reports_latency_throughput_kv_bytes_and_quality(tmp_pa
     assert base["generate_decode_token_latency_s_median"] > 0
     assert base["generate_decode_token_latency_s_iqr"] >= 0
     assert base["generate_new_tokens_per_s"] > 0
-    assert base["generate_kl_vs_fp32_nats"] == 0.0  # the same model, cache and dtype as the reference
-    assert base["generate_top1_agreement_fraction"] == 1.0
+    assert base["kl_divergence_nats"] == 0.0  # the same model, cache and dtype as the reference
+    assert base["top1_agreement_fraction"] == 1.0
     timeline = base["generate_memory_by_length"]
-    assert timeline["tokens"] == list(range(24, 32))
+    assert timeline["tokens_count"] == list(range(24, 32))
     assert timeline["kv_cache_bytes"] == sorted(timeline["kv_cache_bytes"])  # a dynamic cache grows
     for name, f in figures.items():
         assert f["kv_cache_bytes"] == f["kv_cache_analytic_bytes"] == predict(by[name])["kv_cache_bytes"], (
             name
         )
     assert figures["mqa"]["kv_cache_bytes"] * 4 == base["kv_cache_bytes"]
-    assert figures["kv4"]["generate_kl_vs_fp32_nats"] > figures["kv8"]["generate_kl_vs_fp32_nats"] > 0
+    assert figures["kv4"]["kl_divergence_nats"] > figures["kv8"]["kl_divergence_nats"] > 0
 
 
 def test_cache_techniques_are_unsupported_outside_generate(tmp_path):
@@ -252,5 +254,7 @@ def test_a_generate_case_runs_end_to_end_with_its_figures_in_the_record(tmp_path
         assert r["generate_decode_token_latency_s_median"] > 0 and r["generate_new_tokens_per_s"] > 0
         assert r["tokens_per_step"] == 2 * 8  # new tokens only
         assert len(r["generate_memory_by_length"]["host_rss_bytes"]) == 8
-        assert 0 <= r["generate_top1_agreement_fraction"] <= 1
+        assert 0 <= r["top1_agreement_fraction"] <= 1
     assert recs["kv8"]["kv_cache_bytes"] * 4 * 32 == recs["baseline"]["kv_cache_bytes"] * (32 + 4)
+    keys = {k for r in recs.values() for k in flatten(r)}
+    assert sorted(k for k in keys if metrics.lookup(k) is None) == []  # every figure is in the catalog

@@ -58,7 +58,7 @@ class GroupedQueryAttention(Technique):
 
     def metrics(self, model: nn.Module) -> dict[str, int]:
         heads = {_kv_heads(m) for m in model.modules() if hasattr(m, "k_proj") and hasattr(m, "head_dim")}
-        return {"kv_heads": min(heads)} if heads else {}
+        return {"kv_heads_count": min(heads)} if heads else {}
 
 
 def _kv_heads(attn: nn.Module) -> int:

@@ -180,7 +180,9 @@ def generate(
     these tokens instead of the argmax (teacher forcing). `keep_logits`: return every position's logits."""
     b = prompt.size(0)
     kv = decoder.new_cache(spec, b, prompt.size(1) + new_tokens - 1)
-    timeline: dict[str, list[Any]] = {k: [] for k in ("tokens", "kv_cache_bytes", "host_rss_bytes", "t_s")}
+    timeline: dict[str, list[Any]] = {
+        k: [] for k in ("tokens_count", "kv_cache_bytes", "host_rss_bytes", "t_s")
+    }
     chosen, nll, decode, kept = [], [], [], []
     t_start = time.perf_counter()
     with torch.inference_mode(), plan.context():
@@ -211,7 +213,7 @@ def generate(
 
 
 def _sample(timeline: dict[str, list[Any]], context: int, kv: Any, t: float) -> None:
-    timeline["tokens"].append(context)
+    timeline["tokens_count"].append(context)
     timeline["kv_cache_bytes"].append(storage_bytes(kv))
     timeline["host_rss_bytes"].append(_rss_bytes())
     timeline["t_s"].append(round(t, 6))
@@ -244,8 +246,6 @@ def generation_figures(s: GenerateSession) -> dict[str, Any]:
     kept = min(s.spec.window, s.max_tokens) if s.spec.window else s.max_tokens
     elt = bytes_per_element(s.spec, lay.head_dim, _kv_dtype_bytes(s, dtype_bytes))
     return {
-        "generate_prompt_len": s.prompt_len,
-        "generate_new_tokens": s.new_tokens,
         "generate_prefill_time_s_median": statistics.median(s.prefill_s),
         "generate_decode_token_latency_s_median": statistics.median(tokens),
         "generate_decode_token_latency_s_iqr": iqr(tokens),
@@ -258,9 +258,9 @@ def generation_figures(s: GenerateSession) -> dict[str, Any]:
             "layers": lay.layers,
             "kv_heads": lay.kv_heads,
             "head_dim": lay.head_dim,
-            "tokens": kept,
+            "tokens_count": kept,
             "batch": s.case.batch_size,
-            "bytes_per_element": elt,
+            "element_bytes": elt,
             "storage": s.spec.storage,
             "window": s.spec.window,
             "bits": s.spec.bits,
@@ -277,7 +277,7 @@ def _kv_dtype_bytes(s: GenerateSession, param_bytes: int) -> int:
 
 
 def _thin(timeline: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    n = len(timeline.get("tokens", []))
+    n = len(timeline.get("tokens_count", []))
     if n <= MAX_TIMELINE_POINTS:
         return timeline
     keep = sorted({round(i * (n - 1) / (MAX_TIMELINE_POINTS - 1)) for i in range(MAX_TIMELINE_POINTS)})
@@ -310,7 +310,7 @@ def generation_quality(s: GenerateSession) -> dict[str, Any]:
         kl += kl_divergence(case_logits, ref_logits)["kl_divergence_nats"] * count
         agree += top1_agreement(case_logits, ref_logits)["top1_agreement_fraction"] * count
         n += count
-    return {"generate_kl_vs_fp32_nats": kl / n, "generate_top1_agreement_fraction": agree / n}
+    return {"kl_divergence_nats": kl / n, "top1_agreement_fraction": agree / n}
 
 
 def _fp32_reference(case: CaseSpec) -> torch.nn.Module:
