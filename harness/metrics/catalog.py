@@ -1782,6 +1782,30 @@ SECTIONS: tuple[Section, ...] = (
                 measured="parent",
                 absent="never",
             ),
+            M(
+                "cpu_isa",
+                "text",
+                "the `/proc/cpuinfo` instruction-set flags that change torch's kernels (avx2, avx512*, "
+                "amx*, *bf16*, fma, f16c; asimd/sve on Arm), sorted; `compare` treats a difference as a "
+                "changed environment for quality, memory and time",
+                measured="parent",
+                absent="`null` without `/proc/cpuinfo`; `none` when the CPU has none of them",
+            ),
+            M(
+                "cpu_microarch",
+                "text",
+                "vendor, family, model and stepping of `/proc/cpuinfo` (one model name covers several)",
+                measured="parent",
+                absent="never (`platform.machine()` without `/proc/cpuinfo`)",
+            ),
+            M(
+                "torch_build",
+                "text",
+                "torch version, source commit, CUDA version and the CPU capability torch dispatches to "
+                "(`torch.backends.cpu.get_cpu_capability()`)",
+                measured="parent",
+                absent="never",
+            ),
             M("cpu_count", "count", "`os.cpu_count()`", measured="parent", absent="never"),
             M("cuda_available", "bool", "`torch.cuda.is_available()`", measured="parent", absent="never"),
             M(
