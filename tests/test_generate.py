@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from harness import metrics
+from harness import techniques as techreg
 from harness.analysis.predict import predict
 from harness.errors import SuiteError
 from harness.metrics.record import flatten
@@ -23,7 +24,7 @@ from harness.runner.suite_runner import detect_environment, unsupported_reason
 from harness.suite.load import load_suite
 from harness.techniques.base import Context, StepPlan
 from harness.techniques.grouped_query_attention import GroupedQueryAttention
-from harness.workloads.generate import GenerateSession, generate
+from harness.workloads.generate import GenerateSession, cache_spec, generate
 from harness.workloads.train import plain_loss
 from tests.conftest import run_cli
 
@@ -258,3 +259,18 @@ def test_a_generate_case_runs_end_to_end_with_its_figures_in_the_record(tmp_path
     assert recs["kv8"]["kv_cache_bytes"] * 4 * 32 == recs["baseline"]["kv_cache_bytes"] * (32 + 4)
     keys = {k for r in recs.values() for k in flatten(r)}
     assert sorted(k for k in keys if metrics.lookup(k) is None) == []  # every figure is in the catalog
+
+
+def test_cache_techniques_compose_into_one_cache_spec():
+    techs = techreg.compose(
+        [
+            ("kv_cache_quantization", {"bits": 4, "group_size": 16}),
+            ("sliding_window_cache", {"window": 6}),
+            ("static_cache", {}),
+        ]
+    )
+    assert cache_spec(CacheSpec(), techs, CTX) == CacheSpec(storage="static", window=6, bits=4, group_size=16)
+    model = builtin()
+    g = generate(decoder_for(model), prompt(), cache_spec(CacheSpec(), techs, CTX), NEW, PLAN, record=True)
+    # A static ring of 6 slots: int4 codes (16 bytes per head and token) and 2 fp32 scales each.
+    assert g.timeline["kv_cache_bytes"][-1] == 2 * 2 * 2 * 4 * 6 * (16 + 2 * 4)  # layers, k/v, batch, heads

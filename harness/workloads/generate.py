@@ -81,7 +81,7 @@ class GenerateSession(Session):
             raise ValueError(f"seq_len {case.seq_len} leaves no prompt before {wl.new_tokens} new tokens")
         self.model = _build(case, techniques, ctx)
         self.decoder = decoder_for(self.model)
-        self.spec = _cache_spec(
+        self.spec = cache_spec(
             CacheSpec(storage="static" if wl.cache == "static" else "dynamic"), techniques, ctx
         )
         self.plan = StepPlan(loss_fn=plain_loss)
@@ -143,7 +143,7 @@ def _build(case: CaseSpec, techniques: list[Technique], ctx: Context) -> torch.n
     return model
 
 
-def _cache_spec(spec: CacheSpec, techniques: list[Technique], ctx: Context) -> CacheSpec:
+def cache_spec(spec: CacheSpec, techniques: list[Technique], ctx: Context) -> CacheSpec:
     """The workload's cache option, then each technique's change to it (kv quantization, window, ...)."""
     for t in techniques:
         configure = getattr(t, "configure_cache", None)
