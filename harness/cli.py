@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     _add_report(sub)
     _add_compare(sub)
+    from harness.estimate.cli import add_parser as add_estimate
+    from harness.fit.cli import add_parser as add_fit
+
+    add_estimate(sub)
+    add_fit(sub)
     return p
 
 
