@@ -16,11 +16,15 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
+from harness import __version__
+from harness.catalog import add_commands as add_catalog_commands
 from harness.errors import EXIT_FAILED, EXIT_OK, HarnessError
 
 OK_STATUSES = ("ok", "unsupported")
@@ -61,8 +65,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         resume_done = len(RunStore.open_existing(args.resume).done_ids() & {c.case_id for c in suite.cases})
     console = Console(stderr=True)
+    run_dir: list[Path] = []
     with _progress(console) as bar:
-        task = bar.add_task("starting", total=len(suite.cases), completed=resume_done)
+        task = bar.add_task("starting", total=len(suite.cases), completed=resume_done, resumed=resume_done)
 
         def on_case(case: Any, record: dict[str, Any] | None) -> None:
             if record is None:
@@ -70,15 +75,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 bar.advance(task)
 
+        def on_pass(case: Any, name: str) -> None:
+            bar.update(task, description=f"{case.name} [{name}]")
+
         try:
             outcome = run_suite(
-                suite, args.results, resume=args.resume, progress=on_case, profile=args.profile
+                suite,
+                args.results,
+                resume=args.resume,
+                progress=on_case,
+                profile=args.profile,
+                on_pass=on_pass,
+                on_store=lambda store: run_dir.append(store.path),
             )
         except KeyboardInterrupt:
-            console.print(
-                "interrupted: finished cases are saved; "
-                "`harness run SUITE --resume results/<run-id>` runs the rest"
-            )
+            console.print(interrupted_hint(args.suite, run_dir[0] if run_dir else None), soft_wrap=True)
             return 130
     print_summary(outcome.records, table_console())
     failed = [r for r in outcome.records if r["status"] not in OK_STATUSES]
@@ -88,6 +99,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(f"report: {build_report([outcome.store.path], args.report, 'html')}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def interrupted_hint(suite: Path, run_dir: Path | None) -> str:
+    """What to type to finish an interrupted run: its real suite and run directory."""
+    if run_dir is None:
+        return "interrupted before the run directory was created: nothing to resume"
+    return (
+        f"interrupted: finished cases are saved in {run_dir}; "
+        f"`harness run {suite} --resume {run_dir}` runs the rest"
+    )
 
 
 def table_console() -> Console:
@@ -125,17 +146,29 @@ def _progress(console: Console) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        EtaColumn(),
         console=console,
         transient=False,
     )
+
+
+class EtaColumn(ProgressColumn):
+    """Time left at the mean time per case so far. rich's own column estimates speed from advances in
+    the last 30 s and needs two of them; cases take longer than that, so it always showed -:--:--."""
+
+    def render(self, task: Task) -> Text:
+        done = task.completed - task.fields.get("resumed", 0)
+        if not task.elapsed or done <= 0 or task.total is None:
+            return Text("ETA -:--:--", style="progress.remaining")
+        left = int((task.total - task.completed) * task.elapsed / done)
+        return Text(f"ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}", style="progress.remaining")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="harness", description="Benchmark memory-saving techniques for transformer LMs."
     )
+    p.add_argument("--version", action="version", version=f"harness {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check suite files; exit 2 with one line per problem")
     v.add_argument("suites", nargs="+", type=Path)
@@ -162,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     _add_report(sub)
     _add_compare(sub)
+    add_catalog_commands(sub)
     return p
 
 

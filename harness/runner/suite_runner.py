@@ -12,15 +12,25 @@ from harness import workloads as wlreg
 from harness.case import CaseSpec
 from harness.results import provenance
 from harness.results.store import RunStore
-from harness.runner import exactness
-from harness.runner.case_runner import now_iso, run_case, unsupported_record
+from harness.runner import exactness, hostload
+from harness.runner.case_runner import (
+    CaseRun,
+    finish_case,
+    memory_pass,
+    now_iso,
+    timing_pass,
+    unsupported_record,
+)
 from harness.runner.sampler import Nvml
 from harness.runner.session import context_for, techniques_for
 from harness.suite.load import LoadedSuite
 from harness.techniques.base import Environment
+from harness.workloads.base import Workload
 
 
-def detect_environment() -> Environment:
+def detect_environment(nvml: Nvml | None = None) -> Environment:
+    if nvml is not None and no_gpu_here(nvml):  # the parent need not import torch to know
+        return Environment(cuda_available=False, cpu_flags=_cpu_flags())
     import torch
 
     cuda = torch.cuda.is_available()
@@ -30,6 +40,11 @@ def detect_environment() -> Environment:
         cuda_capability=tuple(torch.cuda.get_device_capability(0)) if cuda else None,
         cpu_flags=_cpu_flags(),
     )
+
+
+def no_gpu_here(nvml: Nvml) -> bool:
+    """True when NVML found no NVIDIA driver and there is no other GPU device node (ROCm's /dev/kfd)."""
+    return nvml.reason is not None and "driver" in nvml.reason and not Path("/dev/kfd").exists()
 
 
 def _cpu_flags() -> frozenset[str]:
@@ -64,6 +79,10 @@ def prepare_reference(case: CaseSpec) -> None:
     """Train (or find in the cache) the case's reference weights here, so the case process only loads
     them: the training is no part of the case's time or memory. The workload may have its own (a
     distill case's reference teacher)."""
+    workload_cls = wlreg.get(case.workload_kind)
+    workload = workload_cls(workload_cls.Config.model_validate(case.workload))
+    if not case.uses_reference_weights and type(workload).prepare is Workload.prepare:
+        return  # nothing to train or load: the parent need not import torch for this case
     import torch
 
     torch.set_num_threads(case.threads)  # the reduction order, hence the trained weights, follow it
@@ -72,8 +91,7 @@ def prepare_reference(case: CaseSpec) -> None:
         from harness.models.config import ModelConfig
 
         reference_weights(case, ModelConfig(**case.model))
-    workload = wlreg.get(case.workload_kind)
-    workload(workload.Config.model_validate(case.workload)).prepare(case)
+    workload.prepare(case)
 
 
 @dataclass
@@ -83,6 +101,8 @@ class RunOutcome:
 
 
 Progress = Callable[[CaseSpec, dict[str, Any] | None], None]
+# (case, pass name): called as each case process starts, "memory" or "timing 1/3".
+PassProgress = Callable[[CaseSpec, str], None]
 
 
 def run_suite(
@@ -91,34 +111,98 @@ def run_suite(
     resume: Path | None = None,
     progress: Progress | None = None,
     profile: str | None = None,
+    on_pass: PassProgress | None = None,
+    on_store: Callable[[RunStore], None] | None = None,
 ) -> RunOutcome:
     nvml = Nvml()
-    env = detect_environment()
+    env = detect_environment(nvml)
     store = _open_store(suite, results_root, resume, nvml)
+    if on_store:
+        on_store(store)
     done = store.done_ids()
     baselines = {exactness.baseline_key(r["spec"]): r for r in store.records() if not r.get("techniques")}
+    for group in _groups([c for c in suite.cases if c.case_id not in done]):
+        _run_group(group, store, env, nvml, baselines, progress, on_pass, profile)
+    store.update_manifest(ended_at=now_iso(), **hostload.manifest_fields("end"))
+    wanted = {c.case_id for c in suite.cases}
+    return RunOutcome(store, [r for r in store.records() if r["case_id"] in wanted])
+
+
+def _groups(cases: list[CaseSpec]) -> list[list[CaseSpec]]:
+    """Cases that share a baseline (same model, workload and shape), baseline first, in suite order."""
+    groups: dict[str, list[CaseSpec]] = {}
+    for case in cases:
+        groups.setdefault(exactness.baseline_key(case.model_dump(mode="json")), []).append(case)
     # Baselines first, so a technique meant to be exact can be checked against its baseline's losses.
-    for case in sorted(suite.cases, key=lambda c: bool(c.techniques)):
-        if case.case_id in done:
-            continue
+    return [sorted(g, key=lambda c: bool(c.techniques)) for g in groups.values()]
+
+
+def _run_group(
+    group: list[CaseSpec],
+    store: RunStore,
+    env: Environment,
+    nvml: Nvml,
+    baselines: dict[str, dict[str, Any]],
+    progress: Progress | None,
+    on_pass: PassProgress | None,
+    profile: str | None,
+) -> None:
+    """Memory passes one by one, then the timing passes interleaved (A B C A B C, not A A B B C C) so
+    that load which drifts during the group slows every technique alike; then each case's record."""
+    runs: list[CaseRun | dict[str, Any]] = []
+    for case in group:
         if progress:
             progress(case, None)
         reason = unsupported_reason(case, env)
         if reason:
-            record = unsupported_record(case, store.run_id, reason)
+            runs.append(unsupported_record(case, store.run_id, reason))
+            continue
+        prepare_reference(case)
+        if on_pass:
+            on_pass(case, "memory")
+        runs.append(memory_pass(case, store.path, nvml))
+    pending = [r for r in runs if isinstance(r, CaseRun)]
+    while any(r.wants_timing for r in pending):
+        for cr in pending:
+            if cr.wants_timing:
+                if on_pass:
+                    on_pass(cr.case, f"timing {len(cr.timing) + 1}/{cr.case.repeats}")
+                timing_pass(cr, nvml)
+    for item in runs:
+        if isinstance(item, CaseRun):
+            if on_pass:
+                on_pass(item.case, "results")
+            record = finish_case(item, store.path, store.run_id, nvml, profile)
         else:
-            prepare_reference(case)
-            record = run_case(case, store.path, store.run_id, nvml, profile)
+            record = item
         key = exactness.baseline_key(record["spec"])
-        if not case.techniques:
+        if not record.get("techniques"):
             baselines[key] = record
         record.update(exactness.check(record, baselines.get(key)))
+        record.update(time_ratio_fields(record, baselines.get(key)))
         store.append(record)
         if progress:
-            progress(case, record)
-    store.update_manifest(ended_at=now_iso())
-    wanted = {c.case_id for c in suite.cases}
-    return RunOutcome(store, [r for r in store.records() if r["case_id"] in wanted])
+            progress(next(c for c in group if c.case_id == record["case_id"]), record)
+
+
+def time_ratio_fields(record: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
+    """Step time and step CPU time as ratios to the group's baseline, the time ratio with its 95 %
+    bootstrap interval, and whether either side's times were disturbed (waited for a core)."""
+    if not baseline or baseline is record or not record.get("techniques"):
+        return {}
+    times, base = record.get("step_time_s") or [], baseline.get("step_time_s") or []
+    ratio = hostload.ratio_interval(times, base)
+    if ratio is None:
+        return {}
+    cpu, base_cpu = record.get("step_cpu_time_s_median"), baseline.get("step_cpu_time_s_median")
+    flags = (record.get("step_time_disturbed"), baseline.get("step_time_disturbed"))
+    return {
+        "step_time_ratio_to_baseline": round(ratio[0], 4),
+        "step_time_ratio_ci95_low": round(ratio[1], 4),
+        "step_time_ratio_ci95_high": round(ratio[2], 4),
+        "step_cpu_time_ratio_to_baseline": round(cpu / base_cpu, 4) if cpu and base_cpu else None,
+        "step_time_ratio_disturbed": None if None in flags else any(flags),
+    }
 
 
 def _open_store(suite: LoadedSuite, root: Path, resume: Path | None, nvml: Nvml) -> RunStore:
@@ -134,5 +218,6 @@ def _open_store(suite: LoadedSuite, root: Path, resume: Path | None, nvml: Nvml)
         "started_at": now_iso(),
         "ended_at": None,
         **provenance.collect(nvml.device_names(), nvml.driver_version()),
+        **hostload.manifest_fields("start"),
     }
     return RunStore.create(root, suite.name, manifest)
