@@ -75,6 +75,15 @@ ACCEPTED = {
     "perplexity": "dimensionless by definition",
     "l1_norm": "in the weights' own units",
     "l1_sparsity_threshold": "in the weights' own units (a configured threshold)",
+    "step_wall_over_cpu": "a dimensionless quotient of two times",
+    "step_time_ratio_to_baseline": "a dimensionless quotient of two times",
+    "step_time_ratio_ci95_low": "a dimensionless quotient of two times",
+    "step_time_ratio_ci95_high": "a dimensionless quotient of two times",
+    "step_cpu_time_ratio_to_baseline": "a dimensionless quotient of two times",
+    "timing_loadavg_1m_max": "the kernel's load average: runnable tasks, averaged",
+    "<when>_loadavg_1m": "the kernel's load average: runnable tasks, averaged",
+    "<when>_loadavg_5m": "the kernel's load average: runnable tasks, averaged",
+    "<when>_loadavg_15m": "the kernel's load average: runnable tasks, averaged",
 }
 # Break the convention. docs/metrics.md proposes each rename; renaming edits the code, the doc and this.
 CONVENTION_BREAKS = {

@@ -85,12 +85,12 @@ def timing_pass(cr: CaseRun, nvml: Nvml | None) -> None:
 def finish_case(
     cr: CaseRun, run_dir: Path, run_id: str, nvml: Nvml | None, profile: str | None = None
 ) -> dict[str, Any]:
-    case, mem, timing = cr.case, cr.mem, cr.timing
+    case, mem, timing, t_finish = cr.case, cr.mem, cr.timing, time.monotonic()
     record = {**labels(case, run_id), "started_at": cr.started}
     record.update(_status_fields(case, mem, timing))
     record.update(_memory_fields(mem, nvml))
     record.update(_child_fields(_figures_source(mem, timing)))
-    for key in ("memory_pass_warmup_steps", "memory_pass_measured_steps"):
+    for key in ("memory_pass_warmup_step_count", "memory_pass_measured_step_count"):
         if key in mem.child:
             record[key] = mem.child[key]
     if mem.child.get("ranks"):
@@ -105,7 +105,9 @@ def finish_case(
         extra["artifacts"] = {**record.get("artifacts", {}), **extra.get("artifacts", {})}
         record.update(extra)
     record["ended_at"] = now_iso()
-    record["wall_time_s"] = round(time.monotonic() - cr.t0, 3)
+    # The case's own time: its passes and this; not the group's other passes interleaved with them.
+    own = mem.wall_time_s + sum(p.wall_time_s for p in timing) + time.monotonic() - t_finish
+    record["wall_time_s"] = round(own, 3)
     return record
 
 
@@ -139,8 +141,8 @@ def _load_fields(loads: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "timing_load": loads,
         "timing_loadavg_1m_max": worst("loadavg_1m_end"),
-        "timing_cpu_pressure_some_pct_max": worst("cpu_pressure_some_pct"),
-        "timing_cpu_steal_pct_max": worst("cpu_steal_pct"),
+        "timing_cpu_pressure_some_fraction_max": worst("cpu_pressure_some_fraction"),
+        "timing_cpu_steal_fraction_max": worst("cpu_steal_fraction"),
     }
 
 
@@ -230,8 +232,8 @@ def _child_fields(child: dict[str, Any]) -> dict[str, Any]:
         "step_time_s",
         "step_cpu_time_s",
         "oom_requested_bytes",
-        "memory_pass_measured_steps",
-        "memory_pass_warmup_steps",
+        "memory_pass_measured_step_count",
+        "memory_pass_warmup_step_count",
     }
     return {k: v for k, v in child.items() if k not in skip}
 

@@ -225,7 +225,7 @@ def _steps(
             times.append(t1 - t0)
             cpu.append(c1 - c0)
         if stop is not None and stop():
-            key = "memory_pass_measured_steps" if timed else "memory_pass_warmup_steps"
+            key = "memory_pass_measured_step_count" if timed else "memory_pass_warmup_step_count"
             out[key] = len(times) if timed else i - indices.start + 1
             return
 

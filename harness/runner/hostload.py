@@ -81,27 +81,31 @@ def between(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
         "loadavg_1m_start": start["loadavg_1m"],
         "loadavg_1m_end": end["loadavg_1m"],
         "cpu_count": end["cpu_count"],
-        "cpu_pressure_some_pct": None,
-        "cpu_steal_pct": None,
+        "cpu_pressure_some_fraction": None,
+        "cpu_steal_fraction": None,
     }
     p0, p1 = start["psi_cpu_some_total_us"], end["psi_cpu_some_total_us"]
     if p0 is not None and p1 is not None and wall > 0:
-        out["cpu_pressure_some_pct"] = round(100 * (p1 - p0) / 1e6 / wall, 1)
+        out["cpu_pressure_some_fraction"] = round((p1 - p0) / 1e6 / wall, 3)
     s0, s1 = start["steal_jiffies"], end["steal_jiffies"]
     t0, t1 = start["total_jiffies"], end["total_jiffies"]
     if None not in (s0, s1, t0, t1) and t1 > t0:
-        out["cpu_steal_pct"] = round(100 * (s1 - s0) / (t1 - t0), 2)
+        out["cpu_steal_fraction"] = round((s1 - s0) / (t1 - t0), 4)
     return out
 
 
 def manifest_fields(prefix: str) -> dict[str, Any]:
-    """Load figures for the run's manifest, at its start or its end."""
+    """Load figures for the run's manifest, at its `start` or its `end`."""
     snap = snapshot()
-    keys = ("loadavg_1m", "loadavg_5m", "loadavg_15m", "cpu_count")
-    out = {f"{prefix}_{k}": snap[k] for k in keys}
     text = _read("/proc/pressure/cpu")
-    out[f"{prefix}_psi_cpu"] = text.splitlines()[0] if text else None
-    return out
+    fields = {
+        "loadavg_1m": snap["loadavg_1m"],
+        "loadavg_5m": snap["loadavg_5m"],
+        "loadavg_15m": snap["loadavg_15m"],
+        "cpu_count": snap["cpu_count"],
+        "psi_cpu": text.splitlines()[0] if text else None,
+    }
+    return {f"{prefix}_{k}": v for k, v in fields.items()}
 
 
 def disturbed(step_time_s: list[float], step_cpu_time_s: list[float]) -> bool | None:
