@@ -148,41 +148,49 @@ def _run_group(
     profile: str | None,
 ) -> None:
     """Memory passes one by one, then the timing passes interleaved (A B C A B C, not A A B B C C) so
-    that load which drifts during the group slows every technique alike; then each case's record."""
-    runs: list[CaseRun | dict[str, Any]] = []
+    that load which drifts during the group slows every technique alike. Each case's record is written
+    as soon as its last pass ends (the baseline's first, so the others can be compared with it)."""
+
+    def record(item: CaseRun | dict[str, Any]) -> None:
+        if isinstance(item, CaseRun):
+            if on_pass:
+                on_pass(item.case, "results")
+            rec = finish_case(item, store.path, store.run_id, nvml, profile)
+        else:
+            rec = item
+        key = exactness.baseline_key(rec["spec"])
+        if not rec.get("techniques"):
+            baselines[key] = rec
+        rec.update(exactness.check(rec, baselines.get(key)))
+        rec.update(time_ratio_fields(rec, baselines.get(key)))
+        store.append(rec)
+        if progress:
+            progress(next(c for c in group if c.case_id == rec["case_id"]), rec)
+
+    pending: list[CaseRun] = []
     for case in group:
         if progress:
             progress(case, None)
         reason = unsupported_reason(case, env)
         if reason:
-            runs.append(unsupported_record(case, store.run_id, reason))
+            record(unsupported_record(case, store.run_id, reason))
             continue
         prepare_reference(case)
         if on_pass:
             on_pass(case, "memory")
-        runs.append(memory_pass(case, store.path, nvml))
-    pending = [r for r in runs if isinstance(r, CaseRun)]
-    while any(r.wants_timing for r in pending):
-        for cr in pending:
-            if cr.wants_timing:
-                if on_pass:
-                    on_pass(cr.case, f"timing {len(cr.timing) + 1}/{cr.case.repeats}")
-                timing_pass(cr, nvml)
-    for item in runs:
-        if isinstance(item, CaseRun):
-            if on_pass:
-                on_pass(item.case, "results")
-            record = finish_case(item, store.path, store.run_id, nvml, profile)
+        cr = memory_pass(case, store.path, nvml)
+        if cr.wants_timing:
+            pending.append(cr)
         else:
-            record = item
-        key = exactness.baseline_key(record["spec"])
-        if not record.get("techniques"):
-            baselines[key] = record
-        record.update(exactness.check(record, baselines.get(key)))
-        record.update(time_ratio_fields(record, baselines.get(key)))
-        store.append(record)
-        if progress:
-            progress(next(c for c in group if c.case_id == record["case_id"]), record)
+            record(cr)  # no timing pass, or a failed memory pass: nothing more to run
+    while pending:
+        for cr in list(pending):
+            if on_pass:
+                on_pass(cr.case, f"timing {len(cr.timing) + 1}/{cr.case.repeats}")
+            timing_pass(cr, nvml)
+            if not cr.wants_timing:
+                pending.remove(cr)
+                record(cr)
 
 
 def time_ratio_fields(record: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
