@@ -57,12 +57,12 @@ def test_time_ratio_fields_flag_a_ratio_when_either_side_was_disturbed():
     base = {"step_time_s": [1.0, 1.0], "step_cpu_time_s_median": 1.0, "step_time_disturbed": False}
     case = {"techniques": ["x"], "step_time_s": [1.5, 1.5], "step_cpu_time_s_median": 1.2}
     quiet = suite_runner.time_ratio_fields({**case, "step_time_disturbed": False}, base)
-    assert quiet["step_time_ratio_to_baseline"] == 1.5
-    assert quiet["step_cpu_time_ratio_to_baseline"] == 1.2
-    assert quiet["step_time_ratio_disturbed"] is False
+    assert quiet["step_time_vs_baseline_ratio"] == 1.5
+    assert quiet["step_cpu_time_vs_baseline_ratio"] == 1.2
+    assert quiet["step_time_vs_baseline_disturbed"] is False
     noisy_base = {**base, "step_time_disturbed": True}
     assert suite_runner.time_ratio_fields({**case, "step_time_disturbed": False}, noisy_base)[
-        "step_time_ratio_disturbed"
+        "step_time_vs_baseline_disturbed"
     ]
 
 
@@ -82,8 +82,9 @@ matrix: {model: [m], workload: [train], techniques: [sdpa, ckpt, baseline]}
 
 
 class _Pass:
-    status, error = "ok", None
-    child: dict[str, Any] = {}
+    def __init__(self) -> None:
+        self.status, self.error = "ok", None
+        self.child: dict[str, Any] = {}
 
 
 def test_group_runs_memory_passes_then_interleaved_timing_passes(tmp_path, monkeypatch):

@@ -258,7 +258,7 @@ def _time_fields(case: CaseSpec, mem: PassResult, timing: list[PassResult]) -> d
         "step_time_s_iqr": iqr(times),
         "step_cpu_time_s": cpu,
         "step_cpu_time_s_median": cpu_med,
-        "step_wall_over_cpu": round(med / cpu_med, 3) if cpu_med else None,
+        "step_wall_over_cpu_ratio": round(med / cpu_med, 3) if cpu_med else None,
         "step_time_disturbed": hostload.disturbed(times, cpu),
         "tokens_per_s": child.get("tokens_per_step", 0) / med if med > 0 else None,
         "samples_per_s": child.get("samples_per_step", 0) / med if med > 0 else None,

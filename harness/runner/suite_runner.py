@@ -205,11 +205,11 @@ def time_ratio_fields(record: dict[str, Any], baseline: dict[str, Any] | None) -
     cpu, base_cpu = record.get("step_cpu_time_s_median"), baseline.get("step_cpu_time_s_median")
     flags = (record.get("step_time_disturbed"), baseline.get("step_time_disturbed"))
     return {
-        "step_time_ratio_to_baseline": round(ratio[0], 4),
-        "step_time_ratio_ci95_low": round(ratio[1], 4),
-        "step_time_ratio_ci95_high": round(ratio[2], 4),
-        "step_cpu_time_ratio_to_baseline": round(cpu / base_cpu, 4) if cpu and base_cpu else None,
-        "step_time_ratio_disturbed": None if None in flags else any(flags),
+        "step_time_vs_baseline_ratio": round(ratio[0], 4),
+        "step_time_vs_baseline_ci95_low_ratio": round(ratio[1], 4),
+        "step_time_vs_baseline_ci95_high_ratio": round(ratio[2], 4),
+        "step_cpu_time_vs_baseline_ratio": round(cpu / base_cpu, 4) if cpu and base_cpu else None,
+        "step_time_vs_baseline_disturbed": None if None in flags else any(flags),
     }
 
 
