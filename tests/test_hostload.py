@@ -116,3 +116,35 @@ def test_group_runs_memory_passes_then_interleaved_timing_passes(tmp_path, monke
         "ckpt:memory",
         *["baseline:timing", "sdpa:timing", "ckpt:timing"] * 2,
     ]
+
+
+SHORT = """\
+version: 1
+defaults: {warmup_steps: 4, measured_steps: 8, quality: false, reference_steps: 0, data: random}
+models:
+  m: {size: ci, n_layers: 2}
+workloads:
+  train: {kind: train, batch_size: 2, seq_len: 64}
+techniques:
+  baseline: []
+matrix: {model: [m], workload: [train], techniques: [baseline]}
+"""
+
+
+@pytest.mark.slow
+def test_short_memory_pass_keeps_the_peaks_and_the_timing_pass_the_losses(tmp_path):
+    from harness.runner.case_runner import run_case
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SHORT)
+    (case,) = load_suite(path).cases
+    short = run_case(case, tmp_path / "a", "a", None)
+    full = run_case(case.model_copy(update={"timing_pass": False}), tmp_path / "b", "b", None)
+    assert short["status"] == full["status"] == "ok"
+    assert short["memory_pass_measured_step_count"] < 8  # it stopped once the peak repeated
+    assert "memory_pass_measured_step_count" not in full
+    assert short["loss"] == full["loss"] and len(short["loss"]) == 12  # every step, from the timing pass
+    assert short["breakdown"]["tensor_peak_bytes"] == full["breakdown"]["tensor_peak_bytes"]
+    for phase in ("warmup", "measured"):
+        a, b = (r["phases"][phase]["host_rss_peak_bytes"] for r in (short, full))
+        assert abs(a - b) <= 512 * 1024, phase  # host figures reproduce to 0.5 MiB
