@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -12,7 +11,7 @@ from rich.progress import Progress
 import harness
 from harness import techniques as techreg
 from harness.catalog import first_sentence
-from harness.cli import EtaColumn, interrupted_hint, main
+from harness.cli import EtaColumn, main
 from harness.models.config import SIZES
 
 
@@ -47,13 +46,6 @@ def test_first_sentence_unwraps_and_stops_at_the_full_stop():
     assert first_sentence(doc) == "Does a thing across two lines."
     assert first_sentence(None) == "(no documentation)"
     assert len(first_sentence("word, " * 60 + "end.")) <= 115
-
-
-def test_interrupt_hint_names_the_real_suite_and_run_dir():
-    hint = interrupted_hint(Path("suites/smoke.yaml"), Path("/tmp/r/20261130T000000Z-smoke-abc123"))
-    assert "`harness run suites/smoke.yaml --resume /tmp/r/20261130T000000Z-smoke-abc123`" in hint
-    assert "SUITE" not in hint and "<run-id>" not in hint
-    assert "nothing to resume" in interrupted_hint(Path("s.yaml"), None)
 
 
 def test_eta_from_the_mean_time_per_case():

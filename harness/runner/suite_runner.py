@@ -15,6 +15,7 @@ from harness.results.store import RunStore
 from harness.runner import exactness, hostload
 from harness.runner.case_runner import (
     CaseRun,
+    error_record,
     finish_case,
     memory_pass,
     now_iso,
@@ -111,16 +112,36 @@ def run_suite(
     resume: Path | None = None,
     progress: Progress | None = None,
     profile: str | None = None,
+    started: Callable[[Path], None] | None = None,
     on_pass: PassProgress | None = None,
-    on_store: Callable[[RunStore], None] | None = None,
 ) -> RunOutcome:
+    """Run the suite's missing cases; `started` is told the run directory as soon as it exists."""
     nvml = Nvml()
     env = detect_environment(nvml)
     store = _open_store(suite, results_root, resume, nvml)
-    if on_store:
-        on_store(store)
+    if started:
+        started(store.path)
+    try:
+        return _run_cases(suite, store, env, nvml, progress, profile, on_pass)
+    finally:
+        store.unlock()
+
+
+def _run_cases(
+    suite: LoadedSuite,
+    store: RunStore,
+    env: Environment,
+    nvml: Nvml,
+    progress: Progress | None,
+    profile: str | None,
+    on_pass: PassProgress | None = None,
+) -> RunOutcome:
     done = store.done_ids()
-    baselines = {exactness.baseline_key(r["spec"]): r for r in store.records() if not r.get("techniques")}
+    baselines = {
+        exactness.baseline_key(r["spec"]): r
+        for r in store.records()
+        if not r.get("techniques") and isinstance(r.get("spec"), dict)  # a hand-edited line has no spec
+    }
     for group in _groups([c for c in suite.cases if c.case_id not in done]):
         _run_group(group, store, env, nvml, baselines, progress, on_pass, profile)
     store.update_manifest(ended_at=now_iso(), **hostload.manifest_fields("end"))
@@ -171,15 +192,10 @@ def _run_group(
     for case in group:
         if progress:
             progress(case, None)
-        reason = unsupported_reason(case, env)
-        if reason:
-            record(unsupported_record(case, store.run_id, reason))
-            continue
-        prepare_reference(case)
-        if on_pass:
-            on_pass(case, "memory")
-        cr = memory_pass(case, store.path, nvml)
-        if cr.wants_timing:
+        cr = _start(case, store, env, nvml, on_pass)
+        if not isinstance(cr, CaseRun):
+            record(cr)
+        elif cr.wants_timing:
             pending.append(cr)
         else:
             record(cr)  # no timing pass, or a failed memory pass: nothing more to run
@@ -191,6 +207,28 @@ def _run_group(
             if not cr.wants_timing:
                 pending.remove(cr)
                 record(cr)
+
+
+def _start(
+    case: CaseSpec, store: RunStore, env: Environment, nvml: Nvml, on_pass: PassProgress | None
+) -> CaseRun | dict[str, Any]:
+    """The case's memory pass, or its record when it cannot run: unsupported, or a crash while
+    preparing it (reference weights, corpus, its files), which is the case's `error` with the cause,
+    never the end of the suite."""
+    stage = "checking support"
+    try:
+        reason = unsupported_reason(case, env)
+        if reason:
+            return unsupported_record(case, store.run_id, reason)
+        stage = "preparing reference weights and corpus"
+        prepare_reference(case)
+        stage = "running the case"
+        if on_pass:
+            on_pass(case, "memory")
+        return memory_pass(case, store.path, nvml)
+    except Exception as e:  # the record says what broke; the suite goes on
+        cause = f"{type(e).__name__}: {e}".strip()
+        return error_record(case, store.run_id, f"setup failed while {stage}: {cause}"[:1000])
 
 
 def time_ratio_fields(record: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
@@ -215,7 +253,7 @@ def time_ratio_fields(record: dict[str, Any], baseline: dict[str, Any] | None) -
 
 def _open_store(suite: LoadedSuite, root: Path, resume: Path | None, nvml: Nvml) -> RunStore:
     if resume is not None:
-        store = RunStore.open_existing(resume)
+        store = RunStore.open_existing(resume, suite.sha256)
         store.update_manifest(resumed_at=now_iso(), ended_at=None)
         return store
     manifest = {
