@@ -10,7 +10,7 @@ import torch
 if TYPE_CHECKING:
     from harness.case import CaseSpec
     from harness.corpus import Corpus
-    from harness.models.config import ModelConfig
+    from harness.models.source import ModelSource
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -49,7 +49,7 @@ def case_batches(
 
 
 def reference_weights(
-    case: CaseSpec, cfg: ModelConfig, verify: bool = True
+    case: CaseSpec, cfg: ModelSource, verify: bool = True
 ) -> dict[str, torch.Tensor] | None:
     """Trained starting weights for the case (cached; see harness.corpus.reference_model), or None."""
     if not case.uses_reference_weights:

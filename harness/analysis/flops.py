@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.case import CaseSpec
-from harness.models.config import ModelConfig, count_params
+from harness.models.source import ModelSpec, config_of, spec_of
 
 # Dense (no sparsity) peak FLOP/s by GPU and compute dtype, from the vendor datasheets.
 # Order matters: the first key contained in torch.cuda.get_device_name() + " " wins (PCIe before SXM;
@@ -43,22 +43,29 @@ GPU_PEAKS: list[tuple[str, dict[str, float]]] = [
 ]
 
 
-def non_embedding_params(cfg: ModelConfig) -> int:
+def non_embedding_params(cfg: ModelSpec) -> int:
     """Parameters that take part in a matmul or normalisation per token (embeddings excluded)."""
     embed = cfg.vocab_size * cfg.d_model + (
         cfg.max_seq_len * cfg.d_model if cfg.pos_encoding == "learned" else 0
     )
     # A tied head is the embedding matrix used as a matmul: it counts once, as the head.
-    return count_params(cfg) - embed + (cfg.vocab_size * cfg.d_model if cfg.tie_embeddings else 0)
+    return cfg.param_count() - embed + (cfg.vocab_size * cfg.d_model if cfg.tie_embeddings else 0)
 
 
-def matmul_weight_params(cfg: ModelConfig) -> int:
-    """Weights of the linear layers only: what FlopCounterMode sees."""
-    d = cfg.d_model
-    return cfg.n_layers * (4 * d * d + 2 * d * cfg.d_ff) + cfg.vocab_size * d
+def matmul_weight_params(cfg: ModelSpec) -> int:
+    """Weights of the linear layers only: what FlopCounterMode sees (GQA-wide K/V, SwiGLU's three)."""
+    return cfg.n_layers * (_attn_weights(cfg) + _mlp_weights(cfg)) + cfg.vocab_size * cfg.d_model
 
 
-def _checkpointed_blocks(case: CaseSpec, cfg: ModelConfig) -> int:
+def _attn_weights(cfg: ModelSpec) -> int:
+    return 2 * cfg.d_model * (cfg.q_dim + cfg.kv_dim)  # q and out, k and v
+
+
+def _mlp_weights(cfg: ModelSpec) -> int:
+    return (3 if cfg.mlp == "swiglu" else 2) * cfg.d_model * cfg.d_ff
+
+
+def _checkpointed_blocks(case: CaseSpec, cfg: ModelSpec) -> int:
     for t in case.techniques:
         if t.name == "activation_checkpointing":
             return len(range(0, cfg.n_layers, int(t.config.get("every_k_blocks", 1))))
@@ -72,9 +79,11 @@ def flops_per_step(case: CaseSpec) -> dict[str, Any]:
     `hardware_flops_per_step`: adds the forward matmuls that activation checkpointing recomputes.
     `matmul_flops_per_step`: the same work restricted to matrix products (FlopCounterMode's count).
     """
-    cfg = ModelConfig(**case.model)
+    cfg = spec_of(config_of(case.model))
+    if cfg is None:
+        return {"flops_unavailable_reason": "a factory module's shapes are its own: no FLOP formula"}
     tokens = case.batch_size * case.seq_len
-    attn = 4 * cfg.n_layers * cfg.d_model * case.seq_len  # forward QK^T and PV, per token
+    attn = 4 * cfg.n_layers * cfg.q_dim * case.seq_len  # forward QK^T and PV, per token
     passes = {"train": 3, "infer": 1}.get(case.workload_kind)
     if passes is None:
         return {"flops_unavailable_reason": f"no FLOP formula for workload kind {case.workload_kind!r}"}
@@ -82,7 +91,8 @@ def flops_per_step(case: CaseSpec) -> dict[str, Any]:
     matmul = tokens * passes * (2 * matmul_weight_params(cfg) + attn)
     # Non-reentrant checkpointing stops recomputing once the last tensor backward needs exists: the
     # MLP's second matmul (whose input, not output, is saved) is never re-run.
-    recomputed = tokens * (2 * (4 * cfg.d_model**2 + cfg.d_model * cfg.d_ff) + attn // cfg.n_layers)
+    down = cfg.d_model * cfg.d_ff
+    recomputed = tokens * (2 * (_attn_weights(cfg) + _mlp_weights(cfg) - down) + attn // cfg.n_layers)
     recompute = _checkpointed_blocks(case, cfg) * recomputed if passes == 3 else 0
     return {
         "model_flops_per_step": model,

@@ -47,6 +47,7 @@ from typing import Any
 
 from harness.case import CaseSpec
 from harness.models.config import ModelConfig
+from harness.models.source import ModelSpec, config_of, spec_of
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -68,7 +69,7 @@ def register_adjust(name: str) -> Callable[[Adjust], Adjust]:
 class Shape:
     """The analytic inputs of one case. Adjusters edit these; the formulas read only these."""
 
-    cfg: ModelConfig
+    cfg: ModelSpec
     batch: int
     seq: int
     param_bytes: int  # element size of weights, gradients, the residual stream
@@ -194,11 +195,13 @@ def _frozen(shape: Shape, options: Mapping[str, Any]) -> str | None:
         return "also_train keeps base parts trainable: not modelled"
     if shape.checkpointed or shape.micro_batches > 1:
         return "a frozen base with checkpointing or accumulation is not modelled"
+    if shape.cfg.family != "builtin":
+        return "an adapter's saved tensors are modelled on the built-in block only"
     shape.frozen_base = True
     return None
 
 
-def _linear_dims(cfg: ModelConfig, name: str) -> tuple[int, int]:
+def _linear_dims(cfg: ModelSpec, name: str) -> tuple[int, int]:
     d, f = cfg.d_model, cfg.d_ff
     return {"fc1": (d, f), "fc2": (f, d)}.get(name, (d, d))
 
@@ -293,7 +296,10 @@ def _static_cache(shape: Shape, options: Mapping[str, Any]) -> str | None:
 def shape_for(case: CaseSpec) -> Shape | str:
     """The case's analytic inputs with every technique's adjustment applied, or why there are none."""
     e = DTYPE_BYTES[case.dtype]
-    shape = Shape(ModelConfig(**case.model), case.batch_size, case.seq_len, e, e)
+    spec = spec_of(config_of(case.model))
+    if spec is None:
+        return "a factory module's shapes are its own: no analytic formula (measured figures stand alone)"
+    shape = Shape(spec, case.batch_size, case.seq_len, e, e)
     for tech in case.techniques:
         adjust = ADJUSTERS.get(tech.name)
         if adjust is None:
@@ -309,22 +315,54 @@ def shape_for(case: CaseSpec) -> Shape | str:
 # ---- persistent state ------------------------------------------------------------------------------
 
 
-def block_shapes(cfg: ModelConfig) -> list[tuple[int, ...]]:
+def _spec(cfg: ModelSpec | ModelConfig) -> ModelSpec:
+    """A built-in ModelConfig's spec (callers may pass either)."""
+    if isinstance(cfg, ModelSpec):
+        return cfg
+    spec = spec_of(cfg)
+    assert spec is not None  # a ModelConfig always has one
+    return spec
+
+
+def _norm_shapes(cfg: ModelSpec) -> list[tuple[int, ...]]:
+    d = cfg.d_model
+    return [(d,), (d,)] if cfg.norm == "layernorm" else [(d,)]  # RMSNorm: a weight, no bias
+
+
+def _linear(d_out: int, d_in: int, bias: bool) -> list[tuple[int, ...]]:
+    return [(d_out, d_in), (d_out,)] if bias else [(d_out, d_in)]
+
+
+def _mlp_shapes(cfg: ModelSpec) -> list[tuple[int, ...]]:
+    """fc2, fc1 (or SwiGLU's down, up, gate), in the order backward produces their grads."""
+    d, f, b = cfg.d_model, cfg.d_ff, cfg.mlp_bias
+    ins = 2 if cfg.mlp == "swiglu" else 1
+    return _linear(d, f, b) + _linear(f, d, b) * ins
+
+
+def _attn_shapes(cfg: ModelSpec) -> list[tuple[int, ...]]:
+    """out, v, k, q projections: K and V are n_kv_heads * head_dim wide (GQA)."""
+    d, q, kv = cfg.d_model, cfg.q_dim, cfg.kv_dim
+    if cfg.family == "gpt2":  # one fused c_attn projection for q, k and v
+        return _linear(d, q, cfg.out_bias) + _linear(q + 2 * kv, d, cfg.qkv_bias)
+    return _linear(d, q, cfg.out_bias) + _linear(kv, d, cfg.qkv_bias) * 2 + _linear(q, d, cfg.qkv_bias)
+
+
+def block_shapes(cfg: ModelSpec | ModelConfig) -> list[tuple[int, ...]]:
     """Shapes of one block's parameter tensors, in the order backward produces their grads."""
-    d, f = cfg.d_model, cfg.d_ff
-    out: list[tuple[int, ...]] = [(d,), (d,)]  # ln2
-    out += [(d, f), (d,), (f, d), (f,)] if cfg.bias else [(d, f), (f, d)]  # fc2, fc1
-    out += [(d, d), (d,)] * 4 if cfg.bias else [(d, d)] * 4  # out, v, k, q projections
-    return [*out, (d,), (d,)]  # ln1
+    cfg = _spec(cfg)
+    return _norm_shapes(cfg) + _mlp_shapes(cfg) + _attn_shapes(cfg) + _norm_shapes(cfg)  # ln2 ... ln1
 
 
-def head_shapes(cfg: ModelConfig) -> list[tuple[int, ...]]:
+def head_shapes(cfg: ModelSpec | ModelConfig) -> list[tuple[int, ...]]:
     # A tied head's gradient lands in the token embedding's tensor, made at the same moment.
-    return [(cfg.vocab_size, cfg.d_model), (cfg.d_model,), (cfg.d_model,)]  # lm_head, ln_f
+    cfg = _spec(cfg)
+    return [(cfg.vocab_size, cfg.d_model), *_norm_shapes(cfg)]  # lm_head, ln_f
 
 
-def param_shapes(cfg: ModelConfig, n_blocks: int | None = None) -> list[tuple[int, ...]]:
+def param_shapes(cfg: ModelSpec | ModelConfig, n_blocks: int | None = None) -> list[tuple[int, ...]]:
     """Every parameter tensor's shape; `n_blocks` distinct blocks (cross-layer sharing: fewer)."""
+    cfg = _spec(cfg)
     embed = [(cfg.max_seq_len, cfg.d_model)] if cfg.pos_encoding == "learned" else []
     if not cfg.tie_embeddings:
         embed.append((cfg.vocab_size, cfg.d_model))
@@ -339,16 +377,16 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def block_tensors(cfg: ModelConfig) -> list[int]:
+def block_tensors(cfg: ModelSpec | ModelConfig) -> list[int]:
     """Element counts of one block's parameter tensors, in the order backward produces their grads."""
     return [_numel(t) for t in block_shapes(cfg)]
 
 
-def head_tensors(cfg: ModelConfig) -> list[int]:
+def head_tensors(cfg: ModelSpec | ModelConfig) -> list[int]:
     return [_numel(t) for t in head_shapes(cfg)]
 
 
-def param_tensors(cfg: ModelConfig, n_blocks: int | None = None) -> list[int]:
+def param_tensors(cfg: ModelSpec | ModelConfig, n_blocks: int | None = None) -> list[int]:
     """Every parameter tensor's element count (gradients, AdamW's per-tensor step counters)."""
     return [_numel(t) for t in param_shapes(cfg, n_blocks)]
 
@@ -363,7 +401,7 @@ def trainable_shapes(sh: Shape) -> list[tuple[int, ...]]:
     return list(sh.adapter_shapes) if sh.frozen_base else model_shapes(sh)
 
 
-def adamw_state_bytes(cfg: ModelConfig, param_bytes: int) -> int:
+def adamw_state_bytes(cfg: ModelSpec | ModelConfig, param_bytes: int) -> int:
     """exp_avg and exp_avg_sq in the parameter dtype, plus one fp32 `step` scalar per tensor (CPU,
     non-capturable AdamW keeps `step` as a 0-dim float32 tensor)."""
     tensors = param_tensors(cfg)
@@ -419,24 +457,58 @@ def block_saved_bytes(sh: Shape) -> int:
     total = 2 * n * ea  # residual stream: block input and mid-block sum
     if not sh.frozen_base:  # a frozen Linear needs no input for its (absent) weight gradient
         total += 4 * n * ec if sh.autocast else 2 * n * ea  # linear inputs (autocast casts each apart)
-    total += (3 if sh.frozen_base else 4) * n * ec  # q, k, v and (for out_proj's weight) the attention output
+    if c.norm == "rmsnorm":  # x * rsqrt(mean(x^2)) is kept apart from weight * it (transformers' RMSNorm)
+        total += 2 * n * ea
+        if ea < 4:  # it normalizes in fp32: the fp32 copy of its input is kept too
+            total += 2 * 4 * n
+    total += _qkvo_saved(sh) * ec
     if c.attention == "explicit":
-        total += b * c.n_heads * s * s * ec + s * s  # probabilities + bool causal mask
+        total += b * c.n_heads * s * s * ec  # probabilities
+        total += s * s if c.family == "builtin" else 0  # the built-in's bool causal mask
+        if c.mlp == "swiglu" and ec < 4:  # Llama-style eager softmax runs in fp32 and keeps that output too
+            total += 4 * b * c.n_heads * s * s
     else:
         total += 4 * b * c.n_heads * s  # log-sum-exp, fp32
-    # GELU keeps its input, fc1's weight gradient its output; ReLU's output serves both.
-    total += (2 if c.activation == "gelu" and not sh.frozen_base else 1) * f * ec
-    total += 4 * 4 * b * s  # two LayerNorms' mean and rstd
+    total += _mlp_saved(sh) * f * ec
+    total += (4 if c.norm == "layernorm" else 2) * 4 * b * s  # mean and rstd (RMSNorm: rsqrt) of two norms
     total += sh.adapter_saved_bytes
-    if sh.autocast:
-        total += (4 * c.d_model * c.d_model + 2 * c.d_model * c.d_ff) * ec  # cached bf16 weight copies
+    if sh.autocast:  # cached bf16 weight copies
+        total += (
+            2 * c.d_model * (c.q_dim + c.kv_dim) + (3 if c.mlp == "swiglu" else 2) * c.d_model * c.d_ff
+        ) * ec
     return total
+
+
+def _qkvo_saved(sh: Shape) -> int:
+    """Elements of q, k, v and the attention output kept for backward. Rotary embeddings keep the rotated
+    q and k (the cos/sin they were multiplied by are shared by all layers); under GQA transformers' eager
+    attention repeats K and V to every query head (repeat_kv copies), which the matmuls keep."""
+    c, b, s = sh.cfg, sh.batch, sh.seq
+    nq, nkv = b * s * c.q_dim, b * s * c.kv_dim
+    kv = nq if c.family != "builtin" and c.n_kv_heads < c.n_heads and c.attention == "explicit" else nkv
+    out = 0 if sh.frozen_base else nq  # the attention output, out_proj's input for its weight gradient
+    return nq + 2 * kv + out
+
+
+def _mlp_saved(sh: Shape) -> int:
+    """MLP activations kept, in units of b*s*d_ff: ReLU's output serves both; GELU keeps its input and
+    output; GPT-2's Python tanh GELU keeps its input, tanh, 0.5x, 1 + tanh and the product; SwiGLU keeps
+    the gate's output, SiLU's output, up's output and their product."""
+    mlp = sh.cfg.mlp
+    if mlp == "swiglu":
+        return 4
+    if mlp == "gelu_new":
+        return 5
+    return 2 if mlp == "gelu" and not sh.frozen_base else 1
 
 
 def head_saved_bytes(sh: Shape) -> int:
     """ln_f input and output (output cast once for the head under autocast) and fp32 log-probs."""
     n = sh.batch * sh.seq * sh.cfg.d_model
     ln_out = n * sh.compute_bytes if sh.autocast else n * sh.param_bytes
+    if sh.cfg.norm == "rmsnorm":
+        ln_out += n * sh.param_bytes  # the normalized input, kept apart from weight * it
+        ln_out += 4 * n if sh.param_bytes < 4 else 0  # and its fp32 copy when the model is not fp32
     if sh.frozen_base:
         ln_out = 0  # the frozen head keeps no input for a weight gradient
     cast_w = sh.cfg.vocab_size * sh.cfg.d_model * sh.compute_bytes if sh.autocast else 0
@@ -447,7 +519,8 @@ def head_saved_bytes(sh: Shape) -> int:
 
 def embed_saved_bytes(sh: Shape) -> int:
     """The int64 inputs and targets, and the position indices (tracked once an op touches them)."""
-    return 2 * 8 * sh.batch * sh.seq + 8 * sh.seq
+    rotary = 2 * 4 * sh.seq * sh.cfg.head_dim if sh.cfg.positions == "rotary" else 0  # cos, sin (fp32)
+    return 2 * 8 * sh.batch * sh.seq + 8 * sh.seq + rotary
 
 
 def frozen_prefix_bytes(sh: Shape) -> int:
@@ -493,11 +566,14 @@ def _block_moments(sh: Shape, below: int, grads: int, new_grads: bool) -> list[M
     c, b, s = sh.cfg, sh.batch, sh.seq
     n, f, big_s = b * s * c.d_model, b * s * c.d_ff, b * c.n_heads * s * s
     ea, ec = sh.param_bytes, sh.compute_bytes
-    fc2_grads = (c.d_model * c.d_ff + c.d_model) * ea if new_grads else 0
-    mlp = Moment(below, grads + fc2_grads, n * ea + 2 * f * ec)  # flowing grad + two MLP-sized grads
-    mlp_saved = (2 if c.activation == "gelu" else 1) * f * ec + n * (ec if sh.autocast else ea) + n * ea
+    fc2_grads = (c.d_model * c.d_ff + c.d_model * c.mlp_bias) * ea if new_grads else 0
+    # Flowing grad + two MLP-sized grads (SwiGLU: three, the gate's, SiLU's and up's).
+    mlp = Moment(below, grads + fc2_grads, n * ea + (3 if c.mlp == "swiglu" else 2) * f * ec)
+    mlp_saved = _mlp_saved(sh) * f * ec + n * (ec if sh.autocast else ea) + n * ea
+    mlp_saved += n * ea if c.norm == "rmsnorm" else 0
     # By attention's backward: gradients of ln2, fc2, fc1 and the output projection exist.
-    mlp_grads = sum(block_tensors(c)[: 8 if c.bias else 5]) * ea if new_grads else 0
+    side = len(_norm_shapes(c)) + len(_mlp_shapes(c)) + (2 if c.out_bias else 1)  # ln2, MLP, out proj
+    mlp_grads = sum(block_tensors(c)[:side]) * ea if new_grads else 0
     # Explicit: residual grad, grad of v, grads of probabilities and of scores.
     # SDPA: residual grad, grad of the output, grads of q, k, v.
     attn_tmp = 2 * n * ea + 2 * big_s * ec if c.attention == "explicit" else n * ea + 4 * n * ec
@@ -552,9 +628,13 @@ def infer_moments(sh: Shape) -> list[Moment]:
     ea, ec = sh.param_bytes, sh.compute_bytes
     batch = embed_saved_bytes(sh)
     attn = 2 * b * c.n_heads * s * s * ec + s * s if c.attention == "explicit" else n * ec
+    if c.family != "builtin" and c.attention == "explicit":
+        attn += 4 * b * s * s - s * s  # transformers' eager causal mask: (B, 1, T, T) float, not bool
     ln_in = n * ea + (n * ec if sh.autocast else 0)
-    block = n * ea + ln_in + 3 * n * ec + attn
-    mlp = n * ea + ln_in + f * ec * 2
+    block = n * ea + ln_in + (_qkvo_saved(sh) - b * s * c.q_dim) * ec + attn  # q, k, v (GQA repeats)
+    # MLP tensors alive at once: GELU/ReLU input and output; SwiGLU's SiLU, up and their product; GPT-2's
+    # Python tanh GELU its input, 0.5x and two of its chain's intermediates.
+    mlp = n * ea + ln_in + f * ec * {"swiglu": 3, "gelu_new": 4}.get(c.mlp, 2)
     bsv = b * s * c.vocab_size
     head = n * ea + bsv * ec + bsv * 4 + (bsv * 4 if sh.autocast else 0)
     return [Moment(batch + max(block, mlp, head), 0, 0)]

@@ -80,6 +80,8 @@ def _classify(exc: BaseException, torch: Any) -> dict[str, Any]:
     is_oom = is_oom or "can't allocate memory" in msg or "out of memory" in msg.lower()
     if is_oom:
         return {"status": "oom", "error": first, "oom_requested_bytes": _oom_bytes(msg)}
+    if type(exc).__name__ == "UnsupportedModel":  # harness.models.source: the model lacks a needed part
+        return {"status": "unsupported", "error": str(exc)[:500]}
     return {"status": "error", "error": first, "traceback_tail": traceback.format_exc()[-4000:]}
 
 

@@ -13,8 +13,8 @@ import torch
 
 from harness.case import CaseSpec
 from harness.data import case_batches, reference_weights
-from harness.models.config import ModelConfig
-from harness.models.transformer import Transformer
+from harness.models.build import build_module
+from harness.models.source import ModelSource, config_of
 from harness.workloads.base import Session
 
 
@@ -45,7 +45,7 @@ def quality(case: CaseSpec, session: Session) -> dict[str, Any]:
     if own is not None:  # a workload with its own protocol (generate: teacher-forced decoding)
         result: dict[str, Any] = own()
         return result
-    cfg = ModelConfig(**case.model)
+    cfg = config_of(case.model)
     device = next(session.model.parameters()).device
     batches = case_batches(case, case.heldout_batches, cfg.vocab_size, "heldout", str(device))
     model = _InPlanContext(session)  # the case's step contexts (autocast) apply to its model only
@@ -70,11 +70,11 @@ class _InPlanContext(torch.nn.Module):
             return self.inner(x)
 
 
-def _fp32_baseline(case: CaseSpec, cfg: ModelConfig, device: torch.device) -> torch.nn.Module:
+def _fp32_baseline(case: CaseSpec, cfg: ModelSource, device: torch.device) -> torch.nn.Module:
     """The same starting weights with no technique, in fp32: what the case's logits are judged against."""
     weights = reference_weights(case, cfg)
     torch.manual_seed(case.seed)
-    model = Transformer(cfg)
+    model = build_module(cfg)
     if weights is not None:
         model.load_state_dict(weights)
     return model.to(device).eval()

@@ -89,9 +89,9 @@ def prepare_reference(case: CaseSpec) -> None:
     torch.set_num_threads(case.threads)  # the reduction order, hence the trained weights, follow it
     if case.uses_reference_weights:
         from harness.data import reference_weights
-        from harness.models.config import ModelConfig
+        from harness.models.source import config_of
 
-        reference_weights(case, ModelConfig(**case.model))
+        reference_weights(case, config_of(case.model))
     workload.prepare(case)
 
 

@@ -57,10 +57,12 @@ class Defaults(Strict):
 
 
 class ModelEntry(BaseModel):
-    """`size` names a model in harness/models/config.py; any ModelConfig field may follow to override."""
+    """One model source: `size` (built-in, harness/models/config.py), `hf` (a transformers preset),
+    `hf_config` (a local config.json) or `factory` ("module:function"); the source's fields follow
+    (ModelConfig fields, transformers config fields, or kwargs/vocab_size/max_seq_len). See docs/models.md."""
 
     model_config = ConfigDict(extra="allow", frozen=True, strict=True)
-    size: str
+    size: str | None = None
 
 
 class MatrixEntry(Strict):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -78,16 +78,25 @@ class AfterSublayer(nn.Module):
         self.sublayer = sublayer
         self.adapter = adapter
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.sublayer(x))
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # transformers' attention takes keyword arguments and returns (output, weights): the adapter acts
+        # on the output, the rest passes through.
+        out = self.sublayer(*args, **kwargs)
+        if isinstance(out, tuple):
+            return (self.adapter(out[0]), *out[1:])
+        return self.adapter(out)
 
 
-def add_after(blocks: nn.ModuleList, part: str, make: Callable[[], nn.Module]) -> None:
+def add_after(model: nn.Module, part: str, make: Callable[[], nn.Module], technique: str) -> None:
     """Put `make()` after sublayer `part` ("attn" or "mlp") of every layer position."""
+    from harness.models.layout import blocks_or_raise, layout_of, part_attr_or_raise
+
+    blocks = blocks_or_raise(model, technique)
+    attr = part_attr_or_raise(layout_of(model), part, technique)
     if len({id(b) for b in blocks}) != len(blocks):
         raise ValueError("one block object sits at several positions; adapters need one module per position")
     for block in blocks:
-        setattr(block, part, AfterSublayer(getattr(block, part), make()))
+        setattr(block, attr, AfterSublayer(getattr(block, attr), make()))
 
 
 class LoRALinear(AdapterModule):
@@ -114,19 +123,26 @@ class LoRALinear(AdapterModule):
 
 
 def blocks_of(model: nn.Module) -> nn.ModuleList:
-    blocks = model.get_submodule("blocks")
-    if not isinstance(blocks, nn.ModuleList):
-        raise TypeError(f"model.blocks is a {type(blocks).__name__}, not an nn.ModuleList")
-    return blocks
+    from harness.models.layout import blocks_or_raise
+
+    return blocks_or_raise(model, "this technique")
 
 
 def d_model_of(model: nn.Module) -> int:
-    return int(model.get_submodule("tok_emb").weight.shape[1])
+    """The width of the residual stream: the token embedding's (a factory module without an embedding:
+    the first block's first Linear input)."""
+    from harness.models.layout import layout_of
+
+    embeddings = layout_of(model).embeddings
+    if embeddings:
+        return int(embeddings[0].weight.shape[1])
+    first = next(m for m in blocks_of(model).modules() if isinstance(m, nn.Linear))
+    return int(first.in_features)
 
 
 def first_weight(model: nn.Module) -> torch.Tensor:
     """A base weight whose device and dtype new adapter tensors must match."""
-    return model.get_submodule("tok_emb").weight
+    return next(p for p in model.parameters() if p.is_floating_point())
 
 
 def _is_adapter_param(name: str, adapter_ids: set[int], param: nn.Parameter) -> bool:
@@ -135,19 +151,19 @@ def _is_adapter_param(name: str, adapter_ids: set[int], param: nn.Parameter) -> 
 
 
 def _extra_params(model: nn.Module, extras: Iterable[str]) -> set[int]:
+    from harness.models.layout import layout_of
+
     ids: set[int] = set()
+    layout = layout_of(model)
     for extra in extras:
-        if extra == "lm_head":
-            ids.update(id(p) for p in model.get_submodule("lm_head").parameters())
+        if extra == "lm_head" and layout.lm_head is not None:
+            ids.update(id(p) for p in layout.lm_head.parameters())
         elif extra == "embeddings":
-            for name in ("tok_emb", "pos_emb"):
-                module = getattr(model, name, None)
-                if module is not None:
-                    ids.update(id(p) for p in module.parameters())
-        elif extra == "layer_norms":
-            for m in model.modules():
-                if isinstance(m, nn.LayerNorm):
-                    ids.update(id(p) for p in m.parameters())
+            for module in layout.embeddings:
+                ids.update(id(p) for p in module.parameters())
+        elif extra == "layer_norms":  # LayerNorm and RMSNorm alike
+            for m in layout.norms(model):
+                ids.update(id(p) for p in m.parameters())
     return ids
 
 

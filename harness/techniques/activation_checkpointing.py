@@ -63,12 +63,16 @@ class CheckpointedBlock(nn.Module):
         self.inner = inner
         self.policy = policy
 
-    def forward(self, x: torch.Tensor) -> Any:
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # transformers' layers take keyword arguments (masks, rotary cos/sin) beside the hidden states;
+        # non-reentrant checkpointing passes them through.
         if not torch.is_grad_enabled():
-            return self.inner(x)
+            return self.inner(*args, **kwargs)
         if self.policy == "selective":
-            return checkpoint(self.inner, x, use_reentrant=False, context_fn=_selective_contexts)
-        return checkpoint(self.inner, x, use_reentrant=False)
+            return checkpoint(
+                self.inner, *args, use_reentrant=False, context_fn=_selective_contexts, **kwargs
+            )
+        return checkpoint(self.inner, *args, use_reentrant=False, **kwargs)
 
 
 class ActivationCheckpointing(Technique):
@@ -101,13 +105,18 @@ class ActivationCheckpointing(Technique):
     config: Config
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
-        blocks = model.get_submodule("blocks")
-        assert isinstance(blocks, nn.ModuleList)
+
+        from harness.models.layout import blocks_or_raise, layout_of, part_attr_or_raise
+
+        layout = layout_of(model)
+        blocks = blocks_or_raise(model, self.name)
         wrap = functools.partial(CheckpointedBlock, policy=self.config.policy)
+        part = None
+        if self.config.scope != "block":
+            part = part_attr_or_raise(layout, "mlp" if self.config.scope == "mlp" else "attn", self.name)
         for i in range(0, len(blocks), self.config.every_k_blocks):
-            if self.config.scope == "block":
+            if part is None:
                 blocks[i] = wrap(blocks[i])
             else:
-                part = "mlp" if self.config.scope == "mlp" else "attn"
                 setattr(blocks[i], part, wrap(getattr(blocks[i], part)))
         return model

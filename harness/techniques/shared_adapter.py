@@ -8,7 +8,6 @@ from harness.techniques._adapters import (
     Bottleneck,
     BottleneckConfig,
     add_after,
-    blocks_of,
     d_model_of,
     first_weight,
     freeze_base,
@@ -39,6 +38,6 @@ class SharedAdapter(Technique):
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
         adapter = Bottleneck(d_model_of(model), self.config.bottleneck, first_weight(model))
-        add_after(blocks_of(model), "mlp", lambda: adapter)
+        add_after(model, "mlp", lambda: adapter, self.name)
         freeze_base(model, self.config.also_train)
         return model

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from harness.models.config import ModelConfig
-from harness.techniques.base import Context, Phase, Technique
+from harness.models.source import ModelSource
+from harness.techniques.base import Context, Environment, Phase, Technique
 
 
 class TiedEmbeddings(Technique):
@@ -18,5 +18,10 @@ class TiedEmbeddings(Technique):
     name: ClassVar[str] = "tied_embeddings"
     phase: ClassVar[Phase] = Phase.CONFIG
 
-    def configure_model(self, cfg: ModelConfig, ctx: Context) -> ModelConfig:
+    def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
+        if ctx.model_source == "factory":
+            return "a factory module's embeddings and head are its own: tie them in your module"
+        return None
+
+    def configure_model(self, cfg: ModelSource, ctx: Context) -> ModelSource:
         return cfg.replace(tie_embeddings=True)

@@ -9,8 +9,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from harness.models.config import ModelConfig
-from harness.models.transformer import Transformer, sinusoidal_table
+from harness.models.build import build_module, with_weights
+from harness.models.source import ModelSource
 from harness.techniques.base import Context, Phase, Technique
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class Workload(ABC):
 
 
 def build_model(
-    cfg: ModelConfig,
+    cfg: ModelSource,
     techniques: list[Technique],
     ctx: Context,
     weights: dict[str, torch.Tensor] | None = None,
@@ -80,24 +80,11 @@ def build_model(
         if t.phase == Phase.CONFIG:
             cfg = t.configure_model(cfg, ctx)
     torch.manual_seed(ctx.seed)  # same initial weights for every technique of a model
-    model = Transformer(cfg) if weights is None else _with_weights(cfg, weights)
+    model = build_module(cfg) if weights is None else with_weights(cfg, weights)
     model = model.to(device=ctx.device, dtype=getattr(torch, ctx.dtype))
     for t in techniques:
         if t.phase > Phase.CONFIG:
             model = t.transform_model(model, ctx)
-    return model
-
-
-def _with_weights(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> Transformer:
-    """The model holding `weights` themselves: built on the meta device and assigned, so a random init
-    and the loaded copy never coexist (that doubled the build phase's peak for a moment)."""
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model.load_state_dict(weights, assign=True)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.tok_emb.weight
-    if cfg.pos_encoding == "sinusoidal":  # a non-persistent buffer: not in any state dict
-        model.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
     return model
 
 

@@ -43,6 +43,7 @@ from torch.utils._pytree import tree_flatten
 from harness.case import CaseSpec
 from harness.errors import allowed, closest
 from harness.models.config import CONFIG_FIELDS, SIZES, ModelConfig
+from harness.models.source import ModelSource, config_of
 from harness.models.transformer import Transformer
 from harness.techniques.base import Context, Technique
 from harness.workloads.base import Session, Workload, WorkloadConfig
@@ -158,7 +159,7 @@ def distill_loss(
 # ---- the teacher -----------------------------------------------------------------------------------
 
 
-def check_vocab(student: ModelConfig, teacher: ModelConfig) -> None:
+def check_vocab(student: ModelSource, teacher: ModelConfig) -> None:
     if student.vocab_size != teacher.vocab_size:
         raise ValueError(
             f"distill: teacher vocab_size {teacher.vocab_size} != student vocab_size {student.vocab_size}; "
@@ -236,7 +237,7 @@ class DistillSession(TrainSession):
         self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int, config: DistillConfig
     ) -> None:
         teacher_cfg = config.teacher_config()
-        check_vocab(ModelConfig(**case.model), teacher_cfg)  # before anything is built
+        check_vocab(config_of(case.model), teacher_cfg)  # before anything is built (any student source)
         if case.seq_len > teacher_cfg.max_seq_len:
             raise ValueError(
                 f"distill: seq_len {case.seq_len} exceeds the teacher's max_seq_len "

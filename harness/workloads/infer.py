@@ -6,8 +6,7 @@ import torch
 
 from harness.case import CaseSpec
 from harness.data import case_batches, reference_weights
-from harness.models.config import ModelConfig
-from harness.models.transformer import next_token_loss
+from harness.models.source import config_of
 from harness.techniques.base import Context, StepPlan, Technique
 from harness.workloads.base import Session, Workload, build_model
 from harness.workloads.train import plain_loss
@@ -15,7 +14,7 @@ from harness.workloads.train import plain_loss
 
 class InferSession(Session):
     def __init__(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> None:
-        cfg = ModelConfig(**case.model)
+        cfg = config_of(case.model)
         self.model = build_model(cfg, techniques, ctx, reference_weights(case, cfg, verify=False))
         self.model.eval()
         for p in self.model.parameters():
@@ -32,7 +31,7 @@ class InferSession(Session):
         """One forward (prefill) over the batch without autograd; returns the next-token loss."""
         inputs, targets = self.batches[i]
         with torch.inference_mode(), self.plan.context():
-            return float(next_token_loss(self.model(inputs), targets))
+            return float(plain_loss(self.model, inputs, targets))
 
 
 class Infer(Workload):
