@@ -165,6 +165,9 @@ def test_serving_memory_follows_the_tensor_level_saving(write_suite, tmp_path: P
     recs = {r["techniques_name"]: r for r in map(json.loads, (run / "results.jsonl").open())}
     base = recs.pop("baseline")
     assert base["memory_headline_scope"].startswith("measured phase")
+    # The sampler says what it did (the kernel's high-water mark stays the figure).
+    assert base["sample_interval_median_s"] >= base["sample_interval_requested_s"] > 0
+    assert base["sample_interval_max_gap_s"] >= base["sample_interval_median_s"]
     for name, r in recs.items():
         assert r["status"] == "ok", (name, r.get("error"))
         serving = r["host_serving_rss_above_base_bytes"]
@@ -180,3 +183,21 @@ def test_serving_memory_follows_the_tensor_level_saving(write_suite, tmp_path: P
         )
         # Producing the compressed model holds the fp32 weights and their replacement at once.
         assert r["host_build_peak_above_base_bytes"] > serving, name
+
+
+def test_breakdown_counts_csr_weights_by_their_buffers(tmp_path: Path) -> None:
+    """MemTracker cannot take the storage of a sparse tensor; the breakdown counts its real arrays."""
+    from harness.analysis.breakdown import breakdown_step
+
+    session = build(make_case(tmp_path, QUANTIZERS["csr"]))
+    session.step(0)
+    out = breakdown_step(session)
+    csr = [m for m in session.model.modules() if hasattr(m, "weight_csr")]
+    assert csr
+    arrays = sum(
+        m.get_buffer(b).untyped_storage().nbytes()
+        for m in csr
+        for b in ("crow_indices", "col_indices", "values")
+    )
+    assert out["buffers_bytes"] == arrays
+    assert out["parameters_bytes"] + out["buffers_bytes"] == weight_bytes_stored(session.model)

@@ -12,7 +12,7 @@ from harness.case import CaseSpec
 from harness.runner.parent import PEAK_PHASES, PassResult, run_pass
 from harness.runner.procmem import HAVE_PROC
 from harness.runner.profile import profile_case
-from harness.runner.sampler import Nvml
+from harness.runner.sampler import Nvml, achieved_interval
 from harness.runner.timeline import write_timeline
 
 RECORD_VERSION = 1
@@ -118,6 +118,7 @@ def _memory_fields(mem: PassResult, nvml: Nvml | None) -> dict[str, Any]:
         "host_peak_method": "vmhwm" if HAVE_PROC else "sampled",
     }
     out.update(_gpu_fields(phases, mem, nvml))
+    out.update(achieved_interval(mem.samples, mem.sample_interval_s))
     return out
 
 
