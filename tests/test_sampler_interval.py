@@ -33,6 +33,7 @@ def test_real_sampler_gaps_are_never_shorter_than_asked() -> None:
         sampler._halt.wait(0.01)
     sampler.stop()
     out = achieved_interval(sampler.samples, 0.01)
-    assert out["sample_count"] >= 6
-    assert out["sample_interval_median_s"] >= 0.01
-    assert out["sample_interval_max_gap_s"] >= out["sample_interval_median_s"]
+    median, max_gap = out["sample_interval_median_s"], out["sample_interval_max_gap_s"]
+    assert isinstance(median, float) and isinstance(max_gap, float)
+    assert out["sample_count"] == len(sampler.samples.t_s) >= 6
+    assert max_gap >= median >= 0.01

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import workloads as wlreg
+from harness.analysis import pairing
 from harness.case import CaseSpec
 from harness.results import provenance
 from harness.results.store import RunStore
@@ -113,6 +114,8 @@ def run_suite(
         if not case.techniques:
             baselines[key] = record
         record.update(exactness.check(record, baselines.get(key)))
+        record.update(pairing.baseline_differences(record, baselines.get(key)))
+        record.update(pairing.quality_vs_baseline(record, baselines.get(key)))
         store.append(record)
         if progress:
             progress(case, record)

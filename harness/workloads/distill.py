@@ -91,10 +91,10 @@ class DistillConfig(WorkloadConfig):
     """ModelConfig fields that override the teacher's size, as under `models:` (e.g. n_layers: 8)."""
     teacher_dtype: TeacherDtype = "float32"
     """The teacher's weight dtype: bfloat16 halves its weights and logits; the loss is computed in fp32."""
-    teacher_weights: TeacherWeights = "random"
-    """`random`: seeded init (seed + 1, not the student's); `reference`: trained on the corpus for
-    `reference_steps` steps (harness/corpus.py, cached; `Distill.prepare` fills the cache before the
-    case process starts), so its soft targets carry knowledge."""
+    teacher_weights: TeacherWeights = "reference"
+    """`reference` (default): trained on the corpus for `reference_steps` steps (harness/corpus.py,
+    cached; `Distill.prepare` fills the cache before the case process starts), so its soft targets carry
+    knowledge; `random`: seeded init (seed + 1, not the student's), for memory-only studies."""
     temperature: float = Field(default=2.0, gt=0)
     """T: both distributions are softened as softmax(z / T); the soft term is scaled by T^2."""
     alpha: float = Field(default=0.5, ge=0, le=1)
