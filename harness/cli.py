@@ -99,7 +99,7 @@ def table_console() -> Console:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import build_report
 
-    print(build_report(args.paths, args.out, args.format))
+    print(build_report(args.paths, args.out, args.format, args.policy))
     return EXIT_OK
 
 
@@ -116,6 +116,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         json_out=args.json_out,
         update_baseline=args.update_baseline,
         console=table_console(),
+        fmt=args.format,
     )
 
 
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_report(sub: Any) -> None:
-    r = sub.add_parser("report", help="one self-contained HTML report (or md/csv/parquet) of runs")
+    r = sub.add_parser("report", help="one HTML report (or md/csv/parquet) of runs")
     r.add_argument(
         "paths", nargs="+", type=Path, help="run dirs, results.jsonl files, or a results root (history)"
     )
@@ -174,6 +175,11 @@ def _add_report(sub: Any) -> None:
         "-o", "--out", type=Path, default=Path("reports"), help="output file, or a folder for report.<ext>"
     )
     r.add_argument("--format", choices=["html", "md", "csv", "parquet"], default="html")
+    r.add_argument(
+        "--policy",
+        type=Path,
+        help="compare policy whose gated figure to mark (default: results/baselines/policy.yaml)",
+    )
     r.set_defaults(func=cmd_report)
 
 
@@ -192,6 +198,12 @@ def _add_compare(sub: Any) -> None:
     )
     c.add_argument("--junit", type=Path, help="write JUnit XML: one testcase per case x metric")
     c.add_argument("--md", type=Path, help="write a markdown summary (for CI job summaries)")
+    c.add_argument(
+        "--format",
+        choices=["terminal", "github"],
+        default="terminal",
+        help="github: print a pull-request comment (markdown, failing gated verdicts first) to stdout",
+    )
     c.add_argument("--json", type=Path, dest="json_out", help="write the verdicts as JSON")
     c.add_argument(
         "--update-baseline", action="store_true", help="(re)write BASELINE (.json) from CURRENT; exit 0"

@@ -7,17 +7,19 @@ between (tidy, figures, html, markdown) are pure functions, tested on hand-made 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import plotly
 import plotly.offline
 
 from harness.errors import HarnessError
 from harness.report import figures as figs
 from harness.report import html as page
 from harness.report.export import export_table
+from harness.report.gate import gated_memory_metrics
 from harness.report.markdown import summary_markdown
 from harness.report.tidy import has_breakdown, latest_run, records, run_order, savings, tidy
 from harness.results.load import Run, frame_of_runs, read_run, run_paths
@@ -26,8 +28,9 @@ FORMATS = {"html": ".html", "md": ".md", "csv": ".csv", "parquet": ".parquet"}
 Timelines = Mapping[tuple[str, str], Mapping[str, Any]]
 
 
-def build_report(paths: Sequence[Path], out: Path, fmt: str = "html") -> Path:
-    """Write the report of the given runs (run directories, results.jsonl files, or a results root)."""
+def build_report(paths: Sequence[Path], out: Path, fmt: str = "html", policy: Path | None = None) -> Path:
+    """Write the report of the given runs (run directories, results.jsonl files, or a results root).
+    `policy`: the compare policy whose gated memory figure the tables mark (default: the committed one)."""
     if fmt not in FORMATS:
         raise HarnessError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
     runs = [read_run(p) for p in run_paths(paths)]
@@ -40,14 +43,28 @@ def build_report(paths: Sequence[Path], out: Path, fmt: str = "html") -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt in ("csv", "parquet"):
         return export_table(frame, target, fmt)
+    gated = gated_memory_metrics(policy, str(latest_run(frame)["suite"].iloc[0]))
     if fmt == "md":
-        target.write_text(summary_markdown(savings(latest_run(frame))), encoding="utf-8")
+        target.write_text(summary_markdown(savings(latest_run(frame)), gated), encoding="utf-8")
         return target
     timelines = load_timelines(runs, latest_run(frame))
     manifests = [(run.run_id, run.manifest) for run in runs]
-    html = report_html(frame, manifests, timelines, target.parent, plotly.offline.get_plotlyjs())
+    bundle = write_plotly_bundle(target.parent)
+    html = report_html(frame, manifests, timelines, target.parent, bundle, gated)
     target.write_text(html, encoding="utf-8")
     return target
+
+
+def write_plotly_bundle(folder: Path) -> str:
+    """plotly.js once per folder, shared by every report in it (4.6 MB that each page would otherwise
+    carry); returns its name relative to the pages."""
+    name = f"plotly-{plotly.__version__}.min.js"
+    path = folder / name
+    if not path.is_file():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
+        tmp.replace(path)
+    return name
 
 
 def load_timelines(runs: Sequence[Run], frame: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
@@ -69,7 +86,8 @@ def report_html(
     manifests: Sequence[tuple[str, Mapping[str, Any]]],
     timelines: Timelines,
     out_dir: Path,
-    plotly_js: str,
+    plotly_src: str,
+    gated: Collection[str] = (),
 ) -> str:
     """The whole page from the tidy table; the latest run is detailed, earlier runs feed the history."""
     latest = latest_run(frame)
@@ -83,18 +101,17 @@ def report_html(
     count = sum(len(f) for _, f in sections)
     runs = run_order(frame)
     summary = (
-        f"{len(latest)} cases in run {latest['run_id'].iloc[0]}"
-        f" ({', '.join(f'{n} {s}' for s, n in latest['status'].value_counts().items())})"
-        + (f"; history over {len(runs)} runs" if len(runs) > 1 else "")
+        f"{len(latest)} cases ({', '.join(f'{n} {s}' for s, n in latest['status'].value_counts().items())})"
+        + (f"; history over {len(runs)} runs: {', '.join(runs)}" if len(runs) > 1 else "")
     )
     return page.render_page(
-        title=f"harness report: {latest['suite'].iloc[0]}",
+        title=f"harness report: suite {latest['suite'].iloc[0]}, run {runs[-1]}",
         summary=summary,
         sections=[
-            ("Savings against baseline", page.savings_tables(saved, out_dir)),
+            ("Savings against baseline", page.savings_tables(saved, out_dir, gated)),
             *[(name, page.figure_divs(f)) for name, f in sections],
             ("Provenance", page.provenance(manifests)),
         ],
         figure_count=count,
-        plotly_js=plotly_js.replace("</script", "<\\/script"),
+        plotly_src=plotly_src,
     )
