@@ -37,7 +37,7 @@ def test_inside_the_interval_is_no_measurable_change() -> None:
     assert paired_difference([3.0, 3.1, 2.9], [3.05, 3.0, 2.95])["quality_change"] == NO_CHANGE
     worse = paired_difference([3.5, 3.6, 3.4, 3.55], [3.0, 3.1, 2.9, 3.0])
     assert worse["quality_change"] == "higher"
-    assert worse["quality_delta_nats_ci_low"] > 0
+    assert worse["quality_delta_ci_low_nats"] > 0
     one = paired_difference([3.5], [3.0])  # one batch: no interval, so nothing to rank by
     assert one["quality_change"] == NO_CHANGE
 
@@ -99,12 +99,12 @@ def test_two_held_out_draws_agree_within_their_intervals(trained) -> None:
         theirs = heldout_loss(model, batches)["heldout_loss_per_batch_nats"]
         results.append({**paired_difference(ours, theirs), **compare_models(case, model, batches)})
     a, b = results
-    for key in ("quality_delta_nats", "kl_divergence_nats"):
-        half = sum(r[f"{key}_ci_high"] - r[f"{key}_ci_low"] for r in results) / 2
+    for key, stem in (("quality_delta_nats", "quality_delta"), ("kl_divergence_nats", "kl_divergence")):
+        half = sum(r[f"{stem}_ci_high_nats"] - r[f"{stem}_ci_low_nats"] for r in results) / 2
         assert abs(a[key] - b[key]) <= half, (key, a, b)
     # The fp32 model against itself: zero difference, no measurable change, KL 0, top-1 1.
     batches = corpus_batches(4, 4, 64, "heldout", 11, corpus)
     same = heldout_loss(model, batches)["heldout_loss_per_batch_nats"]
     assert paired_difference(same, same)["quality_change"] == NO_CHANGE
     self_cmp = compare_models(model, model, batches)
-    assert self_cmp["top1_agreement_fraction_ci_low"] == 1.0
+    assert self_cmp["top1_agreement_ci_low_fraction"] == 1.0

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from harness.analysis.storage import dense_param_count, weight_bytes_stored
+from harness.analysis.storage import dense_param_count, stored_weight_bytes
 from harness.case import CaseSpec
 from harness.models.config import ModelConfig, count_params
 from harness.runner.child import built_session
@@ -103,10 +103,10 @@ def test_the_check_sees_a_left_over_copy(tmp_path: Path) -> None:
     assert tuple(kept.shape) in stray_float_tensors(session.model, kept.numel())
 
 
-def test_weight_bytes_stored_and_param_count_per_technique(tmp_path: Path) -> None:
+def test_stored_weight_bytes_and_param_count_per_technique(tmp_path: Path) -> None:
     base = build(make_case(tmp_path, []))
     n = dense_param_count(base.model)
-    fp32 = weight_bytes_stored(base.model)
+    fp32 = stored_weight_bytes(base.model)
     assert n == count_params(base.model.cfg)
     # fp32 baseline: 4 bytes per element, plus the non-persistent sinusoidal table if any.
     buffers = sum(b.numel() * b.element_size() for b in base.model.buffers())
@@ -116,7 +116,7 @@ def test_weight_bytes_stored_and_param_count_per_technique(tmp_path: Path) -> No
     figures: dict[str, tuple[int, int]] = {}
     for name, techniques in QUANTIZERS.items():
         model = build(make_case(tmp_path, techniques)).model
-        figures[name] = (dense_param_count(model), weight_bytes_stored(model))
+        figures[name] = (dense_param_count(model), stored_weight_bytes(model))
     # param_count: elements of the dense model represented, never packed elements.
     assert {k: v[0] for k, v in figures.items()} == dict.fromkeys(QUANTIZERS, n)
     rest = fp32 - dense_linear  # embeddings, norms, biases: not targeted
@@ -174,7 +174,7 @@ def test_serving_memory_follows_the_tensor_level_saving(write_suite, tmp_path: P
         assert r["host_rss_peak_above_base_bytes"] == serving  # the headline is the serving figure
         assert serving < base["host_serving_rss_above_base_bytes"], name
         host_saving = base["host_serving_rss_above_base_bytes"] - serving
-        tensor_saving = base["weight_bytes_stored"] - r["weight_bytes_stored"]
+        tensor_saving = base["stored_weight_bytes"] - r["stored_weight_bytes"]
         assert tensor_saving > 10 * MiB, name
         assert abs(host_saving - tensor_saving) <= 0.15 * tensor_saving + 4 * MiB, (
             name,
@@ -200,4 +200,4 @@ def test_breakdown_counts_csr_weights_by_their_buffers(tmp_path: Path) -> None:
         for b in ("crow_indices", "col_indices", "values")
     )
     assert out["buffers_bytes"] == arrays
-    assert out["parameters_bytes"] + out["buffers_bytes"] == weight_bytes_stored(session.model)
+    assert out["parameters_bytes"] + out["buffers_bytes"] == stored_weight_bytes(session.model)

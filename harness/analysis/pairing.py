@@ -61,9 +61,9 @@ def paired_difference(case: Sequence[float], base: Sequence[float]) -> dict[str,
     mean, low, high = bootstrap_mean_interval(diffs)
     return {
         "quality_delta_nats": mean,
-        "quality_delta_nats_ci_low": low,
-        "quality_delta_nats_ci_high": high,
-        "quality_ci_level": CONFIDENCE,
+        "quality_delta_ci_low_nats": low,
+        "quality_delta_ci_high_nats": high,
+        "quality_ci_level_fraction": CONFIDENCE,
         "quality_change": classify(low, high, len(diffs)),
     }
 

@@ -79,9 +79,15 @@ def compare_models(
             ref_loss.append(float(F.cross_entropy(_flat(ref_logits), y.to(ref_device).reshape(-1))))
     if not kl:
         raise ValueError("no tokens to compare")
-    out: dict[str, Any] = {"reference_heldout_loss_per_batch_nats": ref_loss}
     # Every batch has the same shape, so the mean over batches is the token-weighted mean.
-    for name, values in (("kl_divergence_nats", kl), ("top1_agreement_fraction", agree)):
-        mean, low, high = bootstrap_mean_interval(values)
-        out.update({name: mean, f"{name}_ci_low": low, f"{name}_ci_high": high})
-    return out
+    kl_mean, kl_low, kl_high = bootstrap_mean_interval(kl)
+    top1_mean, top1_low, top1_high = bootstrap_mean_interval(agree)
+    return {
+        "reference_heldout_loss_per_batch_nats": ref_loss,
+        "kl_divergence_nats": kl_mean,
+        "kl_divergence_ci_low_nats": kl_low,
+        "kl_divergence_ci_high_nats": kl_high,
+        "top1_agreement_fraction": top1_mean,
+        "top1_agreement_ci_low_fraction": top1_low,
+        "top1_agreement_ci_high_fraction": top1_high,
+    }

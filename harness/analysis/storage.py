@@ -1,6 +1,6 @@
 """What a built model's weights occupy as stored, and how many elements of a dense model it stands for.
 
-One figure for every technique: `weight_bytes_stored` counts each storage the model holds once (tied and
+One figure for every technique: `stored_weight_bytes` counts each storage the model holds once (tied and
 shared weights, views), whatever form it takes: a plain parameter or buffer, the inner tensors of a
 wrapper subclass (torchao), int8 data plus scales (torch.ao dynamic int8, whose weights live in packed
 params outside `parameters()`), packed 4-bit data plus its QuantState (bitsandbytes), CSR arrays, or a
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def weight_bytes_stored(model: nn.Module) -> int:
+def stored_weight_bytes(model: nn.Module) -> int:
     """Bytes of every tensor the model holds, each underlying storage counted once."""
     # All held at once: torch.ao's unpacked weights are fresh objects, keyed by id, and a freed one's id
     # could be reused by the next.

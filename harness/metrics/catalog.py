@@ -496,7 +496,7 @@ SECTIONS: tuple[Section, ...] = (
                 absent="absent when the case failed before the model was built, and for unsupported cases",
             ),
             M(
-                "weight_bytes_stored",
+                "stored_weight_bytes",
                 "bytes",
                 (
                     "bytes the model's weights occupy as stored, every storage once: parameters, buffers, "
@@ -504,7 +504,7 @@ SECTIONS: tuple[Section, ...] = (
                     "bitsandbytes scales and quant state, torchao inner tensors, CSR arrays; tied and "
                     "shared weights once. The one model-bytes figure comparable across techniques"
                 ),
-                measured="case process, `analysis.storage.weight_bytes_stored` right after build",
+                measured="case process, `analysis.storage.stored_weight_bytes` right after build",
                 absent="as `param_count`",
                 display="weights stored",
             ),
@@ -875,7 +875,7 @@ SECTIONS: tuple[Section, ...] = (
                 absent="as `heldout_loss_nats`",
             ),
             M(
-                "quality_finetune_steps",
+                "quality_finetune_step_count",
                 "count",
                 (
                     "training steps taken from the start weights before scoring (warm-up + measured), the "
@@ -896,7 +896,7 @@ SECTIONS: tuple[Section, ...] = (
                 absent="absent for the baseline itself, without quality figures, or when the baseline failed",
             ),
             M(
-                "quality_delta_nats_ci_low",
+                "quality_delta_ci_low_nats",
                 "nats",
                 (
                     "lower end of the 95 % percentile bootstrap interval (2000 resamples over batches) of "
@@ -906,14 +906,14 @@ SECTIONS: tuple[Section, ...] = (
                 absent="as `quality_delta_nats`",
             ),
             M(
-                "quality_delta_nats_ci_high",
+                "quality_delta_ci_high_nats",
                 "nats",
                 "upper end of that interval",
                 measured="as `quality_delta_nats`",
                 absent="as `quality_delta_nats`",
             ),
             M(
-                "quality_ci_level",
+                "quality_ci_level_fraction",
                 "fraction",
                 "confidence level of the intervals (0.95)",
                 measured="as `quality_delta_nats`",
@@ -947,28 +947,28 @@ SECTIONS: tuple[Section, ...] = (
                 absent="absent when the difference was computed",
             ),
             M(
-                "kl_divergence_nats_ci_low",
+                "kl_divergence_ci_low_nats",
                 "nats",
                 "lower end of the bootstrap interval over batches of `kl_divergence_nats`",
                 measured="case process",
                 absent="as `kl_divergence_nats`",
             ),
             M(
-                "kl_divergence_nats_ci_high",
+                "kl_divergence_ci_high_nats",
                 "nats",
                 "upper end of that interval",
                 measured="case process",
                 absent="as `kl_divergence_nats`",
             ),
             M(
-                "top1_agreement_fraction_ci_low",
+                "top1_agreement_ci_low_fraction",
                 "fraction",
                 "lower end of the bootstrap interval over batches of `top1_agreement_fraction`",
                 measured="case process",
                 absent="as `kl_divergence_nats`",
             ),
             M(
-                "top1_agreement_fraction_ci_high",
+                "top1_agreement_ci_high_fraction",
                 "fraction",
                 "upper end of that interval",
                 measured="case process",

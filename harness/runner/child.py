@@ -85,7 +85,7 @@ def _classify(exc: BaseException, torch: Any) -> dict[str, Any]:
 
 
 def _model_figures(model: Any) -> dict[str, int]:
-    from harness.analysis.storage import dense_param_count, weight_bytes_stored
+    from harness.analysis.storage import dense_param_count, stored_weight_bytes
 
     params = {id(p): p for p in model.parameters()}.values()  # shared tensors counted once
     buffers = {id(b): b for b in model.buffers()}.values()
@@ -93,7 +93,7 @@ def _model_figures(model: Any) -> dict[str, int]:
         # Elements of the dense model it stands for (a 4-bit or CSR layer still represents out x in).
         "param_count": dense_param_count(model),
         # The one model-bytes figure comparable across techniques: every storage once, as stored.
-        "weight_bytes_stored": weight_bytes_stored(model),
+        "stored_weight_bytes": stored_weight_bytes(model),
         "param_bytes": sum(p.numel() * p.element_size() for p in params),
         "trainable_param_count": sum(p.numel() for p in params if p.requires_grad),
         "buffer_bytes": sum(b.numel() * b.element_size() for b in buffers),

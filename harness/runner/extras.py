@@ -52,7 +52,7 @@ def quality(case: CaseSpec, session: Session) -> dict[str, Any]:
     out["heldout_draw"] = heldout_draw(case)
     out["quality_start_weights"] = start_weights(case)
     if not session.serving:  # every technique of a group fine-tunes on the same seeded batches
-        out["quality_finetune_steps"] = case.warmup_steps + case.measured_steps
+        out["quality_finetune_step_count"] = case.warmup_steps + case.measured_steps
     if session.serving:
         compared = compare_models(model, _fp32_baseline(case, cfg, device), batches)
         reference = compared.pop("reference_heldout_loss_per_batch_nats")
