@@ -859,7 +859,7 @@ SECTIONS: tuple[Section, ...] = (
             ),
             M(
                 "heldout_draw",
-                "setting",
+                "text",
                 (
                     "what identifies the held-out batches (data, seed, batches, batch_size, seq_len): cases"
                     " are paired only on the same draw"

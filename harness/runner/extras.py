@@ -63,15 +63,12 @@ def quality(case: CaseSpec, session: Session) -> dict[str, Any]:
     return out
 
 
-def heldout_draw(case: CaseSpec) -> dict[str, Any]:
+def heldout_draw(case: CaseSpec) -> str:
     """What identifies the held-out batches: a case and its baseline are paired only on the same draw."""
-    return {
-        "data": case.data,
-        "seed": case.seed,
-        "batches": case.heldout_batches,
-        "batch_size": case.batch_size,
-        "seq_len": case.seq_len,
-    }
+    return (
+        f"{case.data} heldout, seed {case.seed}, {case.heldout_batches} batches of "
+        f"{case.batch_size} x {case.seq_len}"
+    )
 
 
 def start_weights(case: CaseSpec) -> str:
