@@ -16,11 +16,15 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
+from harness import __version__
+from harness.catalog import add_commands as add_catalog_commands
 from harness.errors import EXIT_FAILED, EXIT_OK, HarnessError
 
 OK_STATUSES = ("ok", "unsupported")
@@ -29,10 +33,21 @@ OK_STATUSES = ("ok", "unsupported")
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.suite.load import load_suite
 
-    for path in args.suites:
-        suite = load_suite(path)
+    code = EXIT_OK
+    for path in args.suites:  # every file, every mistake: one line each
+        try:
+            suite = load_suite(path)
+        except HarnessError as e:
+            _print_error(e)
+            code = e.exit_code
+            continue
         print(f"{path}: ok, {len(suite.cases)} cases")
-    return EXIT_OK
+    return code
+
+
+def _print_error(e: HarnessError) -> None:
+    for line in str(e).splitlines() or [""]:
+        print(f"harness: error: {line}", file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -50,6 +65,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import signals
     from harness.runner.suite_runner import run_suite
     from harness.suite.load import load_suite
     from harness.summary import print_summary
@@ -59,10 +75,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:  # checked before anything starts, so a wrong path is one line and nothing else
         from harness.results.store import RunStore
 
-        resume_done = len(RunStore.open_existing(args.resume).done_ids() & {c.case_id for c in suite.cases})
+        checked = RunStore.open_existing(args.resume, suite.sha256, lock=False)
+        resume_done = len(checked.done_ids() & {c.case_id for c in suite.cases})
     console = Console(stderr=True)
+    run_dir: list[Path] = []
     with _progress(console) as bar:
-        task = bar.add_task("starting", total=len(suite.cases), completed=resume_done)
+        task = bar.add_task("starting", total=len(suite.cases), completed=resume_done, resumed=resume_done)
 
         def on_case(case: Any, record: dict[str, Any] | None) -> None:
             if record is None:
@@ -70,16 +88,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 bar.advance(task)
 
+        def on_pass(case: Any, name: str) -> None:
+            bar.update(task, description=f"{case.name} [{name}]")
+
         try:
-            outcome = run_suite(
-                suite, args.results, resume=args.resume, progress=on_case, profile=args.profile
-            )
-        except KeyboardInterrupt:
+            with signals.as_interrupts():  # SIGTERM / SIGHUP end the run as Ctrl-C does
+                outcome = run_suite(
+                    suite,
+                    args.results,
+                    resume=args.resume,
+                    progress=on_case,
+                    profile=args.profile,
+                    started=run_dir.append,
+                    on_pass=on_pass,
+                )
+        except KeyboardInterrupt as e:
             console.print(
-                "interrupted: finished cases are saved; "
-                "`harness run SUITE --resume results/<run-id>` runs the rest"
+                signals.stopped_message(e, args.suite, run_dir[0] if run_dir else None), markup=False
             )
-            return 130
+            return signals.exit_code(e)
     print_summary(outcome.records, table_console())
     failed = [r for r in outcome.records if r["status"] not in OK_STATUSES]
     print(f"results: {outcome.store.path}  ({len(outcome.records)} cases, {len(failed)} failed)")
@@ -126,17 +153,29 @@ def _progress(console: Console) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        EtaColumn(),
         console=console,
         transient=False,
     )
+
+
+class EtaColumn(ProgressColumn):
+    """Time left at the mean time per case so far. rich's own column estimates speed from advances in
+    the last 30 s and needs two of them; cases take longer than that, so it always showed -:--:--."""
+
+    def render(self, task: Task) -> Text:
+        done = task.completed - task.fields.get("resumed", 0)
+        if not task.elapsed or done <= 0 or task.total is None:
+            return Text("ETA -:--:--", style="progress.remaining")
+        left = int((task.total - task.completed) * task.elapsed / done)
+        return Text(f"ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}", style="progress.remaining")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="harness", description="Benchmark memory-saving techniques for transformer LMs."
     )
+    p.add_argument("--version", action="version", version=f"harness {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check suite files; exit 2 with one line per problem")
     v.add_argument("suites", nargs="+", type=Path)
@@ -163,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     _add_report(sub)
     _add_compare(sub)
+    from harness.estimate.cli import add_parser as add_estimate
+    from harness.fit.cli import add_parser as add_fit
+
+    add_estimate(sub)
+    add_fit(sub)
+    add_catalog_commands(sub)
     return p
 
 
@@ -211,14 +256,43 @@ def _add_compare(sub: Any) -> None:
     c.set_defaults(func=cmd_compare)
 
 
+def _import_uninterrupted(module: str) -> None:
+    """Import `module` with Ctrl-C held until it is done: an interrupt inside torch's (or numpy's) own
+    import leaves them half-initialised and ends in an unrelated traceback. The Ctrl-C then counts."""
+    import importlib
+    import signal
+
+    pending: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: pending.append(signum))
+    except ValueError:  # not the main thread: nothing to hold
+        importlib.import_module(module)
+        return
+    try:
+        importlib.import_module(module)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in ("run", "list"):  # these import torch anyway; do it first, uninterrupted
+            _import_uninterrupted("torch")
         code: int = args.func(args)
         return code
     except HarnessError as e:
-        print(f"harness: error: {e}", file=sys.stderr)
+        _print_error(e)
         return e.exit_code
+    except KeyboardInterrupt:  # before a run started (imports, loading the suite): nothing to save
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # a path the user gave that the system refuses (permissions, a full disk)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"harness: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

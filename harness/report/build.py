@@ -7,6 +7,7 @@ between (tidy, figures, html, markdown) are pure functions, tested on hand-made 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from harness.report.export import export_table
 from harness.report.gate import gated_memory_metrics
 from harness.report.markdown import summary_markdown
 from harness.report.tidy import has_breakdown, latest_run, records, run_order, savings, tidy
-from harness.results.load import Run, frame_of_runs, read_run, run_paths
+from harness.results.load import Run, frame_of_runs, inside_run, read_run, run_paths
 
 FORMATS = {"html": ".html", "md": ".md", "csv": ".csv", "parquet": ".parquet"}
 Timelines = Mapping[tuple[str, str], Mapping[str, Any]]
@@ -33,6 +34,10 @@ def build_report(paths: Sequence[Path], out: Path, fmt: str = "html", policy: Pa
     `policy`: the compare policy whose gated memory figure the tables mark (default: the committed one)."""
     if fmt not in FORMATS:
         raise HarnessError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
+    from harness.report.fit import fit_report  # a `harness fit` run gets the fits-on view
+
+    if (fitted := fit_report(paths, out, fmt)) is not None:
+        return fitted
     runs = [read_run(p) for p in run_paths(paths)]
     frame = tidy(frame_of_runs(runs))
     if frame.empty:
@@ -72,12 +77,20 @@ def load_timelines(runs: Sequence[Run], frame: pd.DataFrame) -> dict[tuple[str, 
     dirs = {run.run_id: run.run_dir for run in runs}
     timelines = {}
     for row in records(frame):
+        run_dir = dirs.get(str(row["run_id"]))
+        # Only a file inside the run's own directory: a hand-edited timeline_file elsewhere is ignored.
         rel = row.get("timeline_file")
-        path = dirs.get(str(row["run_id"]), Path(".")) / str(rel) if rel else None
-        if path is not None and path.is_file():
-            timelines[(str(row["run_id"]), str(row["case_id"]))] = json.loads(
-                path.read_text(encoding="utf-8")
-            )
+        path = inside_run(run_dir, rel) if run_dir is not None else None
+        if path is None and isinstance(rel, str) and rel:
+            print(f"note: case {row['case_id']}: timeline_file {rel[:200]!r} is not a file inside its run "
+                  f"directory; ignored", file=sys.stderr)  # fmt: skip
+        if path is not None:
+            try:
+                timelines[(str(row["run_id"]), str(row["case_id"]))] = json.loads(
+                    path.read_text(encoding="utf-8")
+                )
+            except (OSError, ValueError, RecursionError):
+                continue  # an unreadable timeline leaves its case without a plot, not the report
     return timelines
 
 
