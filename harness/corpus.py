@@ -234,16 +234,26 @@ def train_reference(cfg: ModelSource, corpus: Corpus, steps: int, seed: int) -> 
 
 
 def reference_model(
-    cfg: ModelSource, corpus: Corpus, steps: int, seed: int = 0, verify: bool = True
+    cfg: ModelSource,
+    corpus: Corpus,
+    steps: int,
+    seed: int = 0,
+    verify: bool = True,
+    mapped: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The reference weights for (cfg, corpus, steps, seed): from the cache when its key and checksum
     match, else trained now and cached. `verify=False` skips the checksum (a copy of every tensor): the
     case process passes it because the parent verified the same file just before starting it, and the
-    copies would otherwise land in the case's build-phase peak."""
+    copies would otherwise land in the case's build-phase peak.
+
+    `mapped=False` reads every tensor into its own fresh memory, as a user loads a checkpoint to serve
+    it. A case's model must be loaded so: mapped pages of the cache file stay resident (and in RSS)
+    after a technique replaces the layer that held them, which made a quantized model look larger than
+    the fp32 one it replaced."""
     key = reference_key(cfg, corpus, steps, seed)
     path = reference_path(key)
     try:
-        blob = torch.load(path, weights_only=True, mmap=True)  # no read-buffer copy (see load_corpus)
+        blob = torch.load(path, weights_only=True, mmap=mapped)  # mapped: no read-buffer copy
         if blob["key"] == key and (not verify or blob["sha256"] == _state_digest(blob["state_dict"])):
             return dict(blob["state_dict"])
     except Exception:  # absent or corrupt: retrain

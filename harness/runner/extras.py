@@ -37,8 +37,11 @@ def _guarded(reason_key: str, compute: Any) -> dict[str, Any]:
 
 
 def quality(case: CaseSpec, session: Session) -> dict[str, Any]:
-    """Held-out loss and perplexity of the case's model as it stands after the measured steps; for
-    inference also KL(fp32 baseline || case) and top-1 agreement on the same held-out batches."""
+    """Held-out loss and perplexity of the case's model as it stands after the measured steps, with
+    each batch's loss (paired with the baseline's batch by batch, harness/analysis/pairing.py). A
+    served model (infer, generate) is also compared with the fp32 model of the same weights here: KL,
+    top-1 agreement and the paired loss difference, each with a bootstrap interval over batches."""
+    from harness.analysis.pairing import paired_difference
     from harness.analysis.quality import compare_models, heldout_loss
 
     own = getattr(session, "quality_metrics", None)
@@ -50,9 +53,32 @@ def quality(case: CaseSpec, session: Session) -> dict[str, Any]:
     batches = case_batches(case, case.heldout_batches, cfg.vocab_size, "heldout", str(device))
     model = _InPlanContext(session)  # the case's step contexts (autocast) apply to its model only
     out: dict[str, Any] = heldout_loss(model, batches)
-    if case.workload_kind == "infer":
-        out.update(compare_models(model, _fp32_baseline(case, cfg, device), batches))
+    out["heldout_draw"] = heldout_draw(case)
+    out["quality_start_weights"] = start_weights(case)
+    if not session.serving:  # every technique of a group fine-tunes on the same seeded batches
+        out["quality_finetune_step_count"] = case.warmup_steps + case.measured_steps
+    if session.serving:
+        compared = compare_models(model, _fp32_baseline(case, cfg, device), batches)
+        reference = compared.pop("reference_heldout_loss_per_batch_nats")
+        out.update(compared)
+        if case.techniques:
+            out.update(paired_difference(out["heldout_loss_per_batch_nats"], reference))
+            out["quality_baseline"] = "fp32 model of the same weights, same held-out batches"
     return out
+
+
+def heldout_draw(case: CaseSpec) -> str:
+    """What identifies the held-out batches: a case and its baseline are paired only on the same draw."""
+    return (
+        f"{case.data} heldout, seed {case.seed}, {case.heldout_batches} batches of "
+        f"{case.batch_size} x {case.seq_len}"
+    )
+
+
+def start_weights(case: CaseSpec) -> str:
+    if case.uses_reference_weights:
+        return f"reference weights trained {case.reference_steps} steps on the corpus (seed {case.seed})"
+    return f"random init (seed {case.seed}): quality figures are noise"
 
 
 class _InPlanContext(torch.nn.Module):

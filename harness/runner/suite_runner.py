@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import workloads as wlreg
+from harness.analysis import pairing
 from harness.case import CaseSpec
 from harness.results import provenance
 from harness.results.store import RunStore
@@ -184,6 +185,8 @@ def _run_group(
             baselines[key] = rec
         rec.update(exactness.check(rec, baselines.get(key)))
         rec.update(time_ratio_fields(rec, baselines.get(key)))
+        rec.update(pairing.baseline_differences(rec, baselines.get(key)))
+        rec.update(pairing.quality_vs_baseline(rec, baselines.get(key)))
         store.append(rec)
         if progress:
             progress(next(c for c in group if c.case_id == rec["case_id"]), rec)

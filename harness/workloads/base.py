@@ -44,6 +44,14 @@ class Session(ABC):
     def extra_metrics(self) -> dict[str, Any]:
         return {}
 
+    @property
+    def serving(self) -> bool:
+        """Whether the session serves a built model (inference, generation) rather than training one:
+        its memory headline is then the measured phase's steady state, and the build phase (where a
+        technique's input and output copies coexist) is reported apart. Default: nothing is trained,
+        i.e. the session has no optimizer."""
+        return getattr(self, "optimizer", None) is None
+
 
 class Workload(ABC):
     name: ClassVar[str]

@@ -92,10 +92,11 @@ class DistillConfig(WorkloadConfig):
     """ModelConfig fields that override the teacher's size, as under `models:` (e.g. n_layers: 8)."""
     teacher_dtype: TeacherDtype = "float32"
     """The teacher's weight dtype: bfloat16 halves its weights and logits; the loss is computed in fp32."""
-    teacher_weights: TeacherWeights = "random"
-    """`random`: seeded init (seed + 1, not the student's); `reference`: trained on the corpus for
+    teacher_weights: TeacherWeights = "reference"
+    """`reference` (default; with corpus data and reference_steps > 0): trained on the corpus for
     `reference_steps` steps (harness/corpus.py, cached; `Distill.prepare` fills the cache before the
-    case process starts), so its soft targets carry knowledge."""
+    case process starts), so its soft targets carry knowledge; `random`: seeded init (seed + 1, not
+    the student's), for memory-only studies."""
     temperature: float = Field(default=2.0, gt=0)
     """T: both distributions are softened as softmax(z / T); the soft term is scaled by T^2."""
     alpha: float = Field(default=0.5, ge=0, le=1)
@@ -170,8 +171,9 @@ def check_vocab(student: ModelSource, teacher: ModelConfig) -> None:
 
 def teacher_state(case: CaseSpec, config: DistillConfig) -> dict[str, torch.Tensor] | None:
     """The teacher's trained weights when `teacher_weights: reference` (cached by the corpus module;
-    trained now if absent), else None."""
-    if config.teacher_weights != "reference":
+    trained now if absent), else None. Like the student's, only with corpus data and reference_steps > 0:
+    random tokens have nothing to learn."""
+    if config.teacher_weights != "reference" or not case.uses_reference_weights:
         return None
     from harness.corpus import reference_model
     from harness.data import corpus_for

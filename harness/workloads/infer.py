@@ -15,7 +15,9 @@ from harness.workloads.train import plain_loss
 class InferSession(Session):
     def __init__(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> None:
         cfg = config_of(case.model)
-        self.model = build_model(cfg, techniques, ctx, reference_weights(case, cfg, verify=False))
+        weights = reference_weights(case, cfg, verify=False, mapped=False)  # as a user loads them
+        self.model = build_model(cfg, techniques, ctx, weights)
+        del weights  # the replaced fp32 tensors must not outlive the build
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

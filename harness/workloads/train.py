@@ -5,7 +5,7 @@ from typing import ClassVar
 import torch
 
 from harness.case import CaseSpec
-from harness.data import case_batches
+from harness.data import case_batches, reference_weights
 from harness.models.source import config_of
 from harness.models.transformer import next_token_loss
 from harness.techniques.base import Context, StepPlan, Technique
@@ -26,7 +26,10 @@ def plain_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tens
 class TrainSession(Session):
     def __init__(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> None:
         cfg = config_of(case.model)
-        self.model = build_model(cfg, techniques, ctx)
+        # Fine-tune from the trained reference weights (when the case has them), read into fresh memory.
+        weights = reference_weights(case, cfg, verify=False, mapped=False)
+        self.model = build_model(cfg, techniques, ctx, weights)
+        del weights
         self.model.train()
         self.optimizer = build_optimizer(self.model, techniques, ctx)
         self.plan = StepPlan(loss_fn=plain_loss)
