@@ -2,78 +2,31 @@
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import workloads as wlreg
 from harness.case import CaseSpec
+from harness.executors.base import Executor, write_files
+from harness.executors.local import LocalExecutor
 from harness.results import provenance
 from harness.results.store import RunStore
 from harness.runner import exactness
-from harness.runner.case_runner import now_iso, run_case, unsupported_record
+from harness.runner.case_runner import now_iso
+from harness.runner.preflight import detect_environment, prepare_reference, unsupported_reason
 from harness.runner.sampler import Nvml
-from harness.runner.session import context_for, techniques_for
 from harness.suite.load import LoadedSuite
-from harness.techniques.base import Environment
 
-
-def detect_environment() -> Environment:
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return Environment(
-        cuda_available=cuda,
-        cuda_device_name=torch.cuda.get_device_name(0) if cuda else None,
-        cuda_capability=tuple(torch.cuda.get_device_capability(0)) if cuda else None,
-        cpu_flags=_cpu_flags(),
-    )
-
-
-def _cpu_flags() -> frozenset[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset({platform.machine()})
-
-
-def unsupported_reason(case: CaseSpec, env: Environment) -> str | None:
-    """Why this case cannot run on this machine, decided before a process is spent on it."""
-    if case.device == "cuda" and not env.cuda_available:
-        return "device cuda requested, but CUDA is not available on this machine"
-    ctx = context_for(case)
-    techs = techniques_for(case)
-    for tech in techs:
-        if tech.workloads is not None and case.workload_kind not in tech.workloads:
-            kinds = ", ".join(sorted(tech.workloads))
-            return f"{tech.name} applies to {kinds} workloads, not {case.workload_kind}"
-        reason = tech.unsupported_reason(env, ctx) or tech.combination_reason(
-            [t for t in techs if t is not tech], ctx
-        )
-        if reason:
-            return f"{tech.name}: {reason}"
-    return None
-
-
-def prepare_reference(case: CaseSpec) -> None:
-    """Train (or find in the cache) the case's reference weights here, so the case process only loads
-    them: the training is no part of the case's time or memory. The workload may have its own (a
-    distill case's reference teacher)."""
-    import torch
-
-    torch.set_num_threads(case.threads)  # the reduction order, hence the trained weights, follow it
-    if case.uses_reference_weights:
-        from harness.data import reference_weights
-        from harness.models.config import ModelConfig
-
-        reference_weights(case, ModelConfig(**case.model))
-    workload = wlreg.get(case.workload_kind)
-    workload(workload.Config.model_validate(case.workload)).prepare(case)
+# Where the preflight checks lived before executors; `harness list` and the tests import them here.
+__all__ = [
+    "RunOutcome",
+    "detect_environment",
+    "groups_of",
+    "prepare_reference",
+    "run_suite",
+    "unsupported_reason",
+]
 
 
 @dataclass
@@ -91,34 +44,48 @@ def run_suite(
     resume: Path | None = None,
     progress: Progress | None = None,
     profile: str | None = None,
+    executor: Executor | None = None,
 ) -> RunOutcome:
+    """Run every case not yet in the store, through `executor` (local by default), appending each record
+    as it arrives; the executor is closed (outstanding work cancelled) whatever happens."""
+    executor = executor or LocalExecutor()
     nvml = Nvml()
-    env = detect_environment()
     store = _open_store(suite, results_root, resume, nvml)
+    store.update_manifest(executor=executor.name)
     done = store.done_ids()
     baselines = {exactness.baseline_key(r["spec"]): r for r in store.records() if not r.get("techniques")}
-    # Baselines first, so a technique meant to be exact can be checked against its baseline's losses.
-    for case in sorted(suite.cases, key=lambda c: bool(c.techniques)):
-        if case.case_id in done:
-            continue
+    todo = {c.case_id: c for c in suite.cases if c.case_id not in done}
+
+    def started(case: CaseSpec) -> None:
         if progress:
             progress(case, None)
-        reason = unsupported_reason(case, env)
-        if reason:
-            record = unsupported_record(case, store.run_id, reason)
-        else:
-            prepare_reference(case)
-            record = run_case(case, store.path, store.run_id, nvml, profile)
-        key = exactness.baseline_key(record["spec"])
-        if not case.techniques:
-            baselines[key] = record
-        record.update(exactness.check(record, baselines.get(key)))
-        store.append(record)
-        if progress:
-            progress(case, record)
+
+    try:
+        groups = groups_of(list(todo.values()))
+        for result in executor.run(groups, store.path, store.run_id, profile, started):
+            record = result.record
+            write_files(store.path, result.files)
+            key = exactness.baseline_key(record["spec"])
+            if not record.get("techniques"):
+                baselines[key] = record
+            record.update(exactness.check(record, baselines.get(key)))
+            store.append(record)
+            if progress:
+                progress(todo[result.case_id], record)
+    finally:
+        executor.close()
     store.update_manifest(ended_at=now_iso())
     wanted = {c.case_id for c in suite.cases}
     return RunOutcome(store, [r for r in store.records() if r["case_id"] in wanted])
+
+
+def groups_of(cases: list[CaseSpec]) -> list[list[CaseSpec]]:
+    """Cases sharing a baseline, in suite order, each group's baseline first: it runs before the cases
+    whose exactness is checked against it, and (on a cluster) on the node they then run on."""
+    groups: dict[str, list[CaseSpec]] = {}
+    for case in cases:
+        groups.setdefault(exactness.baseline_key(case.model_dump(mode="json")), []).append(case)
+    return [sorted(g, key=lambda c: bool(c.techniques)) for g in groups.values()]
 
 
 def _open_store(suite: LoadedSuite, root: Path, resume: Path | None, nvml: Nvml) -> RunStore:

@@ -1,0 +1,68 @@
+"""Before a case process is spent: what this machine offers, whether the case can run here, and the
+reference weights it loads. Node-side: it runs wherever the case runs (harness/executors/node.py)."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from harness import workloads as wlreg
+from harness.case import CaseSpec
+from harness.runner.session import context_for, techniques_for
+from harness.techniques.base import Environment
+
+
+def detect_environment() -> Environment:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return Environment(
+        cuda_available=cuda,
+        cuda_device_name=torch.cuda.get_device_name(0) if cuda else None,
+        cuda_capability=tuple(torch.cuda.get_device_capability(0)) if cuda else None,
+        cpu_flags=_cpu_flags(),
+    )
+
+
+def _cpu_flags() -> frozenset[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset({platform.machine()})
+
+
+def unsupported_reason(case: CaseSpec, env: Environment) -> str | None:
+    """Why this case cannot run on this machine, decided before a process is spent on it."""
+    if case.device == "cuda" and not env.cuda_available:
+        return "device cuda requested, but CUDA is not available on this machine"
+    ctx = context_for(case)
+    techs = techniques_for(case)
+    for tech in techs:
+        if tech.workloads is not None and case.workload_kind not in tech.workloads:
+            kinds = ", ".join(sorted(tech.workloads))
+            return f"{tech.name} applies to {kinds} workloads, not {case.workload_kind}"
+        reason = tech.unsupported_reason(env, ctx) or tech.combination_reason(
+            [t for t in techs if t is not tech], ctx
+        )
+        if reason:
+            return f"{tech.name}: {reason}"
+    return None
+
+
+def prepare_reference(case: CaseSpec) -> None:
+    """Train (or find in the cache) the case's reference weights here, so the case process only loads
+    them: the training is no part of the case's time or memory. The workload may have its own (a
+    distill case's reference teacher)."""
+    import torch
+
+    torch.set_num_threads(case.threads)  # the reduction order, hence the trained weights, follow it
+    if case.uses_reference_weights:
+        from harness.data import reference_weights
+        from harness.models.config import ModelConfig
+
+        reference_weights(case, ModelConfig(**case.model))
+    workload = wlreg.get(case.workload_kind)
+    workload(workload.Config.model_validate(case.workload)).prepare(case)
