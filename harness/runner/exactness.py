@@ -3,19 +3,12 @@ checked against their baseline's losses; a drift past the declared tolerance is 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from harness import techniques as techreg
-from harness.case import RUN_SETTINGS
+from harness.case import baseline_key
 
-# Spec fields that may differ between a case and its baseline: the technique combination itself, and
-# the run settings that do not change the math of the steps (the same ones a case id leaves out).
-_IGNORED = RUN_SETTINGS | {"techniques", "techniques_name"}
-
-
-def baseline_key(spec: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in spec.items() if k not in _IGNORED}, sort_keys=True)
+__all__ = ["baseline_key", "check"]  # baseline_key: harness.case's one definition, used by the runner
 
 
 def check(record: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:

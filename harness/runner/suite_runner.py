@@ -44,36 +44,52 @@ def run_suite(
     resume: Path | None = None,
     progress: Progress | None = None,
     profile: str | None = None,
+    started: Callable[[Path], None] | None = None,
     executor: Executor | None = None,
 ) -> RunOutcome:
-    """Run every case not yet in the store, through `executor` (local by default), appending each record
-    as it arrives; the executor is closed (outstanding work cancelled) whatever happens."""
+    """Run the suite's missing cases through `executor` (local by default), appending each record as it
+    arrives; `started` is told the run directory as soon as it exists. The executor is closed
+    (outstanding work cancelled) and the run directory unlocked whatever happens."""
     executor = executor or LocalExecutor()
     nvml = Nvml()
     store = _open_store(suite, results_root, resume, nvml)
+    if started:
+        started(store.path)
+    try:
+        return _run_cases(suite, store, executor, progress, profile)
+    finally:
+        try:
+            executor.close()
+        finally:
+            store.unlock()
+
+
+def _run_cases(
+    suite: LoadedSuite, store: RunStore, executor: Executor, progress: Progress | None, profile: str | None
+) -> RunOutcome:
     store.update_manifest(executor=executor.name)
     done = store.done_ids()
-    baselines = {exactness.baseline_key(r["spec"]): r for r in store.records() if not r.get("techniques")}
+    baselines = {
+        exactness.baseline_key(r["spec"]): r
+        for r in store.records()
+        if not r.get("techniques") and isinstance(r.get("spec"), dict)  # a hand-edited line has no spec
+    }
     todo = {c.case_id: c for c in suite.cases if c.case_id not in done}
 
-    def started(case: CaseSpec) -> None:
+    def on_start(case: CaseSpec) -> None:
         if progress:
             progress(case, None)
 
-    try:
-        groups = groups_of(list(todo.values()))
-        for result in executor.run(groups, store.path, store.run_id, profile, started):
-            record = result.record
-            write_files(store.path, result.files)
-            key = exactness.baseline_key(record["spec"])
-            if not record.get("techniques"):
-                baselines[key] = record
-            record.update(exactness.check(record, baselines.get(key)))
-            store.append(record)
-            if progress:
-                progress(todo[result.case_id], record)
-    finally:
-        executor.close()
+    for result in executor.run(groups_of(list(todo.values())), store.path, store.run_id, profile, on_start):
+        record = result.record
+        write_files(store.path, result.files)
+        key = exactness.baseline_key(record["spec"])
+        if not record.get("techniques"):
+            baselines[key] = record
+        record.update(exactness.check(record, baselines.get(key)))
+        store.append(record)
+        if progress:
+            progress(todo[result.case_id], record)
     store.update_manifest(ended_at=now_iso())
     wanted = {c.case_id for c in suite.cases}
     return RunOutcome(store, [r for r in store.records() if r["case_id"] in wanted])
@@ -90,7 +106,7 @@ def groups_of(cases: list[CaseSpec]) -> list[list[CaseSpec]]:
 
 def _open_store(suite: LoadedSuite, root: Path, resume: Path | None, nvml: Nvml) -> RunStore:
     if resume is not None:
-        store = RunStore.open_existing(resume)
+        store = RunStore.open_existing(resume, suite.sha256)
         store.update_manifest(resumed_at=now_iso(), ended_at=None)
         return store
     manifest = {
