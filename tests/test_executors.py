@@ -99,3 +99,29 @@ def test_cuda_cases_on_a_cluster_without_gpus_are_refused_before_submitting(monk
     _check(monkeypatch, tmp_path, nodes, "cpu")  # satisfiable: no error
     with pytest.raises(HarnessError, match="device cuda cases but no node offering 'harness_node' has a GPU"):
         _check(monkeypatch, tmp_path, nodes, "cuda")
+
+
+def test_compare_refuses_step_times_across_different_hardware(tmp_path: Path) -> None:
+    from harness.compare import compare_snapshots
+    from harness.compare.judge import NOT_COMPARABLE
+    from harness.compare.policy import load_policy
+    from harness.compare.snapshot import load_snapshot
+    from tests.fixtures_results import make_manifest, smoke_records, write_run
+
+    def run(run_id: str, cpu: str) -> Path:
+        recs = smoke_records(run_id)
+        for r in recs:
+            r["node"] = {"host": "n1", "cpu_model": cpu, "gpu_names": []}
+            r["timing_source"] = "timing_pass"
+        return write_run(tmp_path / "r", recs, make_manifest(run_id))
+
+    policy = load_policy(None)
+    names = list(policy.for_suite(None))
+    base = load_snapshot(run("run-a", "AMD EPYC 7B13"), names)
+    for cpu, expected in (("AMD EPYC 7B13", False), ("Intel Xeon 8480", True)):
+        cur = load_snapshot(run(f"run-{len(cpu)}", cpu), names)
+        times = [v for v in compare_snapshots(base, cur, policy).verdicts if v.kind == "time"]
+        assert times
+        blocked = [v for v in times if v.status == NOT_COMPARABLE and "different hardware" in v.detail]
+        assert bool(blocked) == expected
+        assert all(v.status == NOT_COMPARABLE for v in times) == expected
