@@ -7,6 +7,7 @@ with the files the case wrote. Nothing here depends on which executor sent the w
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import tempfile
@@ -15,6 +16,7 @@ from typing import Any
 
 from harness.case import CaseSpec
 from harness.executors.base import CaseResult
+from harness.techniques.base import Environment
 
 
 def node_identity() -> dict[str, Any]:
@@ -34,18 +36,38 @@ def node_identity() -> dict[str, Any]:
 
 def run_case_here(case: CaseSpec, run_dir: Path, run_id: str, profile: str | None) -> dict[str, Any]:
     """One case on this machine, files written under run_dir/cases/<id>/; the record gets `node`."""
-    from harness.runner.case_runner import run_case, unsupported_record
-    from harness.runner.preflight import detect_environment, prepare_reference, unsupported_reason
-    from harness.runner.sampler import Nvml
-
-    reason = unsupported_reason(case, detect_environment())
-    if reason:
-        record = unsupported_record(case, run_id, reason)
-    else:
-        prepare_reference(case)
-        record = run_case(case, run_dir, run_id, Nvml(), profile)
+    record = _run_or_error(case, run_dir, run_id, profile)
     record["node"] = node_identity()
     return record
+
+
+def _run_or_error(case: CaseSpec, run_dir: Path, run_id: str, profile: str | None) -> dict[str, Any]:
+    """The case's record, whatever happens: a crash while preparing it (reference weights, corpus, its
+    files) is the case's `error` with the cause, never the end of the suite."""
+    from harness.runner.case_runner import error_record, run_case, unsupported_record
+    from harness.runner.preflight import prepare_reference, unsupported_reason
+    from harness.runner.sampler import Nvml
+
+    stage = "checking support"
+    try:
+        reason = unsupported_reason(case, _environment())
+        if reason:
+            return unsupported_record(case, run_id, reason)
+        stage = "preparing reference weights and corpus"
+        prepare_reference(case)
+        stage = "running the case"
+        return run_case(case, run_dir, run_id, Nvml(), profile)
+    except Exception as e:  # the record says what broke; the suite goes on
+        cause = f"{type(e).__name__}: {e}".strip()
+        return error_record(case, run_id, f"setup failed while {stage}: {cause}"[:1000])
+
+
+@functools.cache
+def _environment() -> Environment:
+    """What this node offers, detected once per process (it imports torch)."""
+    from harness.runner.preflight import detect_environment
+
+    return detect_environment()
 
 
 def run_case_remote(case_json: str, run_id: str, profile: str | None) -> CaseResult:
