@@ -28,16 +28,18 @@ SUITE = """
 version: 1
 name: {name}
 defaults: {{warmup_steps: 1, measured_steps: {steps}, quality: false, timeout_s: 600}}
-models: {{tiny: {{size: ci, n_layers: 1}}}}
+models: {{tiny: {{size: ci, n_layers: 1}}, tiny2: {{size: ci, n_layers: 2}}}}
 workloads: {{train: {{kind: train, batch_size: 2, seq_len: 32}}}}
 techniques: {{baseline: [], ckpt: [activation_checkpointing]}}
-matrix: {{model: [tiny], workload: [train], techniques: [{techniques}]}}
+matrix: {{model: [{models}], workload: [train], techniques: [{techniques}]}}
 """
 
 
-def _suite(tmp: Path, name: str, steps: int = 2, techniques: str = "baseline, ckpt") -> Path:
+def _suite(
+    tmp: Path, name: str, steps: int = 2, techniques: str = "baseline, ckpt", models: str = "tiny"
+) -> Path:
     path = tmp / f"{name}.yaml"
-    path.write_text(SUITE.format(name=name, steps=steps, techniques=techniques))
+    path.write_text(SUITE.format(name=name, steps=steps, techniques=techniques, models=models))
     return path
 
 
@@ -152,7 +154,7 @@ def _zombie(proc: Any) -> bool:
 
 
 def test_driver_kill_then_resume_loses_and_repeats_nothing(cluster: str, tmp_path: Path) -> None:
-    suite = _suite(tmp_path, "resume", steps=40)
+    suite = _suite(tmp_path, "resume", steps=40, techniques="baseline", models="tiny, tiny2")  # 2 groups
     results = tmp_path / "r"
     cmd = _on(cluster, suite, results)
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -14,6 +14,8 @@ from harness.errors import HarnessError
 # one after another, so the ratios between them compare like with like.
 Group = Sequence[CaseSpec]
 OnStart = Callable[[CaseSpec], None]
+# (case, pass name): called as each case process starts, "memory" or "timing 1/3" (local runs only).
+PassProgress = Callable[[CaseSpec, str], None]
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,15 @@ class Executor(Protocol):
     name: str
 
     def run(
-        self, groups: Sequence[Group], run_dir: Path, run_id: str, profile: str | None, on_start: OnStart
+        self,
+        groups: Sequence[Group],
+        run_dir: Path,
+        run_id: str,
+        profile: str | None,
+        on_start: OnStart,
+        on_pass: PassProgress | None = None,
     ) -> Iterator[CaseResult]:
-        """Run every group, yielding each case's result as soon as it is finished (completion order)."""
+        """Run every group on one node each, yielding each case's result once it has arrived."""
         ...
 
     def close(self) -> None:

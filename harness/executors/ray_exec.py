@@ -1,10 +1,11 @@
-"""`--executor ray`: cases as Ray tasks, one case per node at a time, results in completion order.
+"""`--executor ray`: each group of cases as one Ray task, one task per node at a time, results in
+completion order.
 
 One case per node: every node that may run cases offers one unit of the custom resource
-`harness_node`, and every case task asks for one. A group's baseline runs first; its other cases then
-go to the node the baseline ran on (hard node affinity), so the ratios in a group compare one machine
-with itself. A cluster started for the run (no --address) is stopped by the process ids it started,
-never by a command that stops every Ray process on the host.
+`harness_node`, and every group task asks for one; inside it the group's cases run one process at a
+time, exactly as locally (memory passes, then interleaved timing passes), so the ratios in a group
+compare one machine with itself. A cluster started for the run (no --address) is stopped by the
+process ids it started, never by a command that stops every Ray process on the host.
 
 Ray >= 2.52 has token authentication (RAY_AUTH_MODE=token, default on for local clusters from 2.59):
 the cluster started here authenticates by itself; for an existing cluster set RAY_AUTH_TOKEN (or
@@ -22,20 +23,22 @@ from typing import Any
 
 from harness.case import CaseSpec
 from harness.errors import HarnessError
-from harness.executors.base import CaseResult, ExecutorOptions, Group, OnStart
-from harness.executors.node import run_case_remote
+from harness.executors.base import CaseResult, ExecutorOptions, Group, OnStart, PassProgress
+from harness.executors.node import run_group_remote
 
 RESOURCE = "harness_node"
 START_HINT = f"start each node with: ray start ... --resources='{{\"{RESOURCE}\": 1}}'"
 
 
-def _task(case_json: str, run_id: str, profile: str | None) -> tuple[CaseResult, str]:
-    """The Ray task: the node-side run, and the id of the node it ran on (for the group's other cases)."""
+def _task(case_jsons: list[str], run_id: str, profile: str | None) -> list[CaseResult]:
+    """The Ray task: the node-side run of one group; each record names the Ray node it ran on."""
     import ray
 
-    result = run_case_remote(case_json, run_id, profile)
-    result.record["node"]["ray_node_id"] = ray.get_runtime_context().get_node_id()
-    return result, ray.get_runtime_context().get_node_id()
+    node = ray.get_runtime_context().get_node_id()
+    results = run_group_remote(case_jsons, run_id, profile)
+    for result in results:
+        result.record["node"]["ray_node_id"] = node
+    return results
 
 
 def error_result(case: CaseSpec, run_id: str, cause: str) -> CaseResult:
@@ -60,7 +63,7 @@ class RayExecutor:
             ) from None
         self.options = options
         self._cluster: Any = None
-        self._pending: dict[Any, CaseSpec] = {}
+        self._pending: dict[Any, list[CaseSpec]] = {}
         self._own: set[tuple[int, float]] = set()
 
     # ---- connecting
@@ -109,42 +112,40 @@ class RayExecutor:
             )
 
     # ---- running
-    def _submit(self, case: CaseSpec, run_id: str, profile: str | None, node: str | None) -> None:
+    def _submit(self, group: Group, run_id: str, profile: str | None) -> None:
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         options: dict[str, Any] = {"resources": {RESOURCE: 1}, "num_cpus": 0, "max_retries": 0}
-        if case.device == "cuda":
-            options["num_gpus"] = 1  # Ray pins it: CUDA_VISIBLE_DEVICES reaches the case process
-        if node is not None:
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-        ref = ray.remote(_task).options(**options).remote(case.model_dump_json(), run_id, profile)
-        self._pending[ref] = case
+        if any(c.device == "cuda" for c in group):
+            options["num_gpus"] = 1  # Ray pins it: CUDA_VISIBLE_DEVICES reaches the case processes
+        payload = [c.model_dump_json() for c in group]
+        self._pending[ray.remote(_task).options(**options).remote(payload, run_id, profile)] = list(group)
 
     def run(
-        self, groups: Sequence[Group], run_dir: Path, run_id: str, profile: str | None, on_start: OnStart
+        self,
+        groups: Sequence[Group],
+        run_dir: Path,
+        run_id: str,
+        profile: str | None,
+        on_start: OnStart,
+        on_pass: PassProgress | None = None,
     ) -> Iterator[CaseResult]:
         import ray
 
         self._connect()
         self.check(groups)
-        followers: dict[str, list[CaseSpec]] = {}
         for group in groups:
-            head, *rest = group
-            followers[head.case_id] = rest
-            on_start(head)
-            self._submit(head, run_id, profile, None)
+            for case in group:
+                on_start(case)
+            self._submit(group, run_id, profile)
         while self._pending:
             (ref,), _ = ray.wait(list(self._pending), num_returns=1)
-            case = self._pending.pop(ref)
+            group = self._pending.pop(ref)
             try:
-                result, node = ray.get(ref)
-            except Exception as e:  # worker or node died, or the task raised: this case's result
-                result, node = error_result(case, run_id, _cause(e)), None
-            for nxt in followers.pop(case.case_id, []):
-                on_start(nxt)
-                self._submit(nxt, run_id, profile, node)
-            yield result
+                results = ray.get(ref)
+            except Exception as e:  # worker or node died, or the task raised: the group's result
+                results = [error_result(case, run_id, _cause(e)) for case in group]
+            yield from results
 
     def close(self) -> None:
         import ray

@@ -1,10 +1,11 @@
-"""`--executor slurm`: one Slurm job per case through submitit, the same record contract as `local`.
+"""`--executor slurm`: one Slurm job per group of cases through submitit, the same record contract as
+`local`: inside the job the group's cases run one process at a time, so the ratios in a group compare
+one machine with itself.
 
 `--slurm key=value,...` is passed to submitit: its generic names (timeout_min, gpus_per_node,
 cpus_per_task, mem_gb, nodes, tasks_per_node) as they are, `time` as timeout_min (minutes), anything
 else as `slurm_<key>` (partition, account, qos, constraint, ...). `--slurm cluster=local` runs the jobs
 as local processes through submitit's own local executor (how the tests run it without Slurm).
-A group's baseline runs first; its other cases are then pinned to the node it ran on (nodelist).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 
 from harness.case import CaseSpec
 from harness.errors import HarnessError
-from harness.executors.base import CaseResult, ExecutorOptions, Group, OnStart
-from harness.executors.node import run_case_remote
+from harness.executors.base import CaseResult, ExecutorOptions, Group, OnStart, PassProgress
+from harness.executors.node import run_group_remote
 from harness.executors.ray_exec import error_result
 
 GENERIC = {"timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes", "tasks_per_node", "name"}
@@ -51,7 +52,7 @@ class SlurmExecutor:
         except ImportError:
             raise HarnessError("--executor slurm needs submitit: pip install 'harness[slurm]'") from None
         self.options = options
-        self._pending: dict[str, tuple[Any, CaseSpec]] = {}
+        self._pending: dict[str, tuple[Any, list[CaseSpec]]] = {}
 
     def _executor(self, run_dir: Path) -> Any:
         import submitit
@@ -66,38 +67,33 @@ class SlurmExecutor:
         return ex
 
     def run(
-        self, groups: Sequence[Group], run_dir: Path, run_id: str, profile: str | None, on_start: OnStart
+        self,
+        groups: Sequence[Group],
+        run_dir: Path,
+        run_id: str,
+        profile: str | None,
+        on_start: OnStart,
+        on_pass: PassProgress | None = None,
     ) -> Iterator[CaseResult]:
         ex = self._executor(run_dir)
-        followers: dict[str, list[CaseSpec]] = {}
-        for group in groups:
-            head, *rest = group
-            followers[head.case_id] = rest
-            self._submit(ex, head, run_id, profile, on_start, None)
+        for i, group in enumerate(groups):
+            for case in group:
+                on_start(case)
+            job = ex.submit(run_group_remote, [c.model_dump_json() for c in group], run_id, profile)
+            self._pending[str(i)] = (job, list(group))
         while self._pending:
             finished = [k for k, (job, _) in self._pending.items() if job.done()]
             if not finished:
                 time.sleep(POLL_S)
                 continue
             for key in finished:
-                job, case = self._pending.pop(key)
+                job, group = self._pending.pop(key)
                 try:
-                    result = job.result()
-                except Exception as e:  # the job failed or was killed: this case's result
-                    cause = f"slurm job {job.job_id}: {type(e).__name__}: {e}"
-                    result = error_result(case, run_id, cause[:500])
-                host = (result.record.get("node") or {}).get("host")
-                for nxt in followers.pop(case.case_id, []):
-                    self._submit(ex, nxt, run_id, profile, on_start, host)
-                yield result
-
-    def _submit(self, ex: Any, case: CaseSpec, run_id: str, profile: str | None, on_start: OnStart,
-                host: str | None) -> None:  # fmt: skip
-        on_start(case)
-        if host and ex.cluster == "slurm":
-            ex.update_parameters(slurm_additional_parameters={"nodelist": host})
-        job = ex.submit(run_case_remote, case.model_dump_json(), run_id, profile)
-        self._pending[case.case_id] = (job, case)
+                    results = job.result()
+                except Exception as e:  # the job failed or was killed: the group's result
+                    cause = f"slurm job {job.job_id}: {type(e).__name__}: {e}"[:500]
+                    results = [error_result(case, run_id, cause) for case in group]
+                yield from results
 
     def close(self) -> None:
         for job, _ in self._pending.values():

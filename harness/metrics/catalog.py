@@ -542,6 +542,131 @@ SECTIONS: tuple[Section, ...] = (
                 fmt=".1f",
             ),
             M(
+                "step_wall_over_cpu_ratio",
+                "ratio",
+                (
+                    "`step_time_s_median / step_cpu_time_s_median`: about 1 (below 1 with several threads) "
+                    "when the case had its cores to itself"
+                ),
+                measured="parent",
+                absent="as `step_cpu_time_s_median`",
+                display="wall / CPU",
+                fmt=".2f",
+            ),
+            M(
+                "step_time_disturbed",
+                "bool",
+                (
+                    "`true` when `step_wall_over_cpu_ratio` exceeds 1.15 "
+                    "(`hostload.DISTURBED_WALL_OVER_CPU`): the steps waited for a core, so their wall "
+                    "times measure the machine's load as much as the technique"
+                ),
+                measured="parent",
+                absent="`null` without step CPU times",
+            ),
+            M(
+                "step_time_vs_baseline_ratio",
+                "ratio",
+                "`step_time_s` median of the case over its baseline's (same model, workload, shape, run)",
+                measured="parent, after the case's last pass",
+                absent="absent for baselines and where either has no step times",
+                fmt=".2f",
+            ),
+            M(
+                "step_time_vs_baseline_ci95_low_ratio",
+                "ratio",
+                (
+                    "lower end of the 95 % bootstrap interval of `step_time_vs_baseline_ratio` (2000 "
+                    "resamples of both step lists, percentile method)"
+                ),
+                measured="parent",
+                absent="as `step_time_vs_baseline_ratio`",
+                fmt=".2f",
+            ),
+            M(
+                "step_time_vs_baseline_ci95_high_ratio",
+                "ratio",
+                "upper end of the same interval",
+                measured="parent",
+                absent="as `step_time_vs_baseline_ratio`",
+                fmt=".2f",
+            ),
+            M(
+                "step_cpu_time_vs_baseline_ratio",
+                "ratio",
+                (
+                    "`step_cpu_time_s_median` of the case over its baseline's: follows the work, far less "
+                    "the load"
+                ),
+                measured="parent",
+                absent="as `step_time_vs_baseline_ratio`; `null` without CPU times",
+                fmt=".2f",
+            ),
+            M(
+                "step_time_vs_baseline_disturbed",
+                "bool",
+                (
+                    "`true` when the case's or its baseline's times were `step_time_disturbed`: read the "
+                    "CPU-time ratio instead"
+                ),
+                measured="parent",
+                absent="as `step_time_vs_baseline_ratio`",
+            ),
+            M(
+                "timing_load",
+                "list of objects",
+                (
+                    "one per timing pass, the machine's load around it: `wall_s`, `loadavg_1m_start`, "
+                    "`loadavg_1m_end`, `cpu_count`, `cpu_pressure_some_fraction` (share of the pass in "
+                    "which some task waited for a CPU: `/proc/pressure/cpu` `some total`), "
+                    "`cpu_steal_fraction` (stolen share of all CPU time, `/proc/stat`)"
+                ),
+                measured="parent, `/proc` before and after each timing pass",
+                absent="absent without timing passes; PSI and steal `null` where the kernel has none",
+            ),
+            M(
+                "timing_loadavg_1m_max",
+                "1",
+                "the highest 1-minute load average at the end of a timing pass",
+                measured="parent",
+                absent="as `timing_load`",
+            ),
+            M(
+                "timing_cpu_pressure_some_fraction_max",
+                "fraction",
+                "the highest `cpu_pressure_some_fraction` over the timing passes",
+                measured="parent",
+                absent="as `timing_load`; `null` without PSI",
+            ),
+            M(
+                "timing_cpu_steal_fraction_max",
+                "fraction",
+                "the highest `cpu_steal_fraction` over the timing passes",
+                measured="parent",
+                absent="as `timing_load`; `null` without `/proc/stat`",
+            ),
+            M(
+                "memory_pass_warmup_step_count",
+                "count",
+                (
+                    "warm-up steps the memory pass ran: it stops once the per-step high-water mark "
+                    "(VmHWM, and torch's CUDA peak) has not risen (VmHWM: by more than 16 KiB) for 2 steps, "
+                    "at least 3 steps; the first timing pass runs all (losses and extras come from it)"
+                ),
+                measured="case process",
+                absent=(
+                    "absent when the memory pass ran every warm-up step (no timing pass, fewer than 3 "
+                    "steps, or the peak kept rising)"
+                ),
+            ),
+            M(
+                "memory_pass_measured_step_count",
+                "count",
+                "measured steps the memory pass ran, by the same rule",
+                measured="case process",
+                absent="as `memory_pass_warmup_step_count`",
+            ),
+            M(
                 "timing_source",
                 "text",
                 (
@@ -576,7 +701,10 @@ SECTIONS: tuple[Section, ...] = (
             M(
                 "wall_time_s",
                 "s",
-                ("the case's total time in the parent: every pass, process starts included, rounded to 1 ms"),
+                (
+                    "the case's own time in the parent: its passes, process starts included (not the other "
+                    "cases' passes interleaved with them), rounded to 1 ms"
+                ),
                 measured="parent, `time.monotonic()`",
                 absent="absent for unsupported cases",
             ),
@@ -752,8 +880,11 @@ SECTIONS: tuple[Section, ...] = (
                     "token-weighted mean of KL(reference ‖ case) over the held-out batches; the reference "
                     "is the same starting weights in fp32 with no technique"
                 ),
-                measured="case process, `analysis.quality.compare_models`",
-                absent="absent unless `workload_kind` is `infer`",
+                measured=(
+                    "case process, `analysis.quality.compare_models`; for generate, per generated "
+                    "position, teacher-forced on the fp32 run's greedy tokens (docs/generate.md)"
+                ),
+                absent="absent unless `workload_kind` is `infer` or `generate`",
                 gate="quality",
                 display="KL vs reference",
                 fmt=".3g",
@@ -778,6 +909,162 @@ SECTIONS: tuple[Section, ...] = (
                 "the exception that stopped the quality figures, `Type: message` (300 characters)",
                 measured="case process",
                 absent="absent when they were computed or not asked for",
+            ),
+        ),
+    ),
+    Section(
+        "Generation (generate workload)",
+        intro=(
+            (
+                "A generate step is one whole generation: a prefill over the prompt, then `new_tokens - 1` "
+                "greedy decode forwards with a KV cache (docs/generate.md). Times come from the first "
+                "timing pass when one ran, bytes from the memory pass."
+            ),
+        ),
+        metrics=(
+            M(
+                "generate_prefill_time_s_median",
+                "s",
+                (
+                    "the prefill forward over the prompt (cache filled, first new token), median over "
+                    "measured steps"
+                ),
+                measured="case process, `workloads.generate`",
+                absent="absent unless `workload_kind` is `generate`",
+            ),
+            M(
+                "generate_decode_token_latency_s_median",
+                "s",
+                (
+                    "one decode forward (one new token for the whole batch), median over every measured "
+                    "decode token"
+                ),
+                measured="case process, `workloads.generate`",
+                absent="as `generate_prefill_time_s_median`",
+                display="decode latency per token",
+                screen_unit="ms",
+            ),
+            M(
+                "generate_decode_token_latency_s_iqr",
+                "s",
+                "inter-quartile range of the same per-token latencies",
+                measured="case process",
+                absent="as `generate_prefill_time_s_median`",
+                screen_unit="ms",
+            ),
+            M(
+                "generate_new_tokens_per_s",
+                "1/s",
+                (
+                    "`batch_size * new_tokens / (prefill + sum of decode forwards)`, median over measured "
+                    "steps: new tokens only"
+                ),
+                measured="case process",
+                absent="as `generate_prefill_time_s_median`",
+            ),
+            M(
+                "kv_cache_bytes",
+                "bytes",
+                (
+                    "real storage of every K/V tensor the cache holds after the last token (each storage "
+                    "once; a static cache's whole allocation; quantized codes and scales)"
+                ),
+                measured="case process, `models.kv_cache.storage_bytes`",
+                absent="as `generate_prefill_time_s_median`",
+                display="KV cache",
+            ),
+            M(
+                "kv_cache_analytic_bytes",
+                "bytes",
+                (
+                    "`2 * layers * kv_heads * head_dim * tokens_count * batch * element_bytes` of "
+                    "`kv_cache_layout`"
+                ),
+                measured="case process, `models.kv_cache.analytic_bytes`",
+                absent="as `generate_prefill_time_s_median`",
+            ),
+            M("kv_cache_layout.layers", "setting", "decoder layers holding a cache", absent="as above"),
+            M(
+                "kv_cache_layout.kv_heads",
+                "setting",
+                "key/value heads per layer (after GQA)",
+                absent="as above",
+            ),
+            M("kv_cache_layout.head_dim", "setting", "channels per head", absent="as above"),
+            M("kv_cache_layout.batch", "setting", "sequences generated at once", absent="as above"),
+            M(
+                "kv_cache_layout.tokens_count",
+                "count",
+                "tokens the cache keeps at the end: `min(window, prompt_len + new_tokens - 1)`",
+                absent="as above",
+            ),
+            M(
+                "kv_cache_layout.element_bytes",
+                "bytes",
+                (
+                    "stored bytes per K or V element: the dtype's width, or "
+                    "`bits / 8 + dtype_bytes / group_size`"
+                ),
+                absent="as above",
+            ),
+            M("kv_cache_layout.storage", "text", "`dynamic` or `static`", absent="as above"),
+            M("kv_cache_layout.window", "setting", "sliding window in tokens, or null", absent="as above"),
+            M("kv_cache_layout.bits", "setting", "quantized width (8, 4), or null", absent="as above"),
+            M(
+                "generate_memory_by_length.tokens_count",
+                "count, list",
+                "tokens in context at each generated token of the last measured step (at most 512 points)",
+                measured="case process",
+                absent="as `generate_prefill_time_s_median`",
+            ),
+            M(
+                "generate_memory_by_length.kv_cache_bytes",
+                "bytes, list",
+                "the cache's storage at that token",
+                measured="case process",
+                absent="as above",
+            ),
+            M(
+                "generate_memory_by_length.host_rss_bytes",
+                "bytes, list",
+                "the case process's resident set at that token (`/proc/self/statm`; null off Linux)",
+                measured="case process",
+                absent="as above",
+            ),
+            M(
+                "generate_memory_by_length.gpu_allocated_bytes",
+                "bytes, list",
+                "`torch.cuda.memory_allocated()` at that token",
+                measured="case process",
+                absent="absent off CUDA",
+            ),
+            M(
+                "generate_memory_by_length.t_s",
+                "s, list",
+                "seconds since the step began, at that token",
+                measured="case process",
+                absent="as above",
+            ),
+            M(
+                "predicted.kv_cache_bytes",
+                "bytes",
+                "the analytic KV cache of a generate case at full length, techniques applied",
+                measured="parent, `analysis.predict.generate_prediction`",
+                absent="absent unless `workload_kind` is `generate`",
+            ),
+            M(
+                "kv_heads_count",
+                "count",
+                "key/value heads per layer after `grouped_query_attention` (the smallest over layers)",
+                measured="case process, the technique's metrics",
+                absent="absent without `grouped_query_attention`",
+            ),
+            M(
+                "generate_unavailable_reason",
+                "text",
+                "why the generate figures are absent (no measured steps)",
+                measured="case process",
+                absent="absent when they were computed",
             ),
         ),
     ),
@@ -1720,6 +2007,41 @@ SECTIONS: tuple[Section, ...] = (
                 measured="parent",
                 absent="absent in runs made before executors",
             ),
+            M(
+                "<when>_loadavg_1m",
+                "1",
+                "the 1-minute load average at the run's `start` and `end`",
+                measured="parent, `os.getloadavg()`",
+                absent="never",
+            ),
+            M(
+                "<when>_loadavg_5m",
+                "1",
+                "the 5-minute load average, likewise",
+                measured="parent",
+                absent="never",
+            ),
+            M(
+                "<when>_loadavg_15m",
+                "1",
+                "the 15-minute load average, likewise",
+                measured="parent",
+                absent="never",
+            ),
+            M(
+                "<when>_cpu_count",
+                "count",
+                "`os.cpu_count()` at the run's `start` and `end`",
+                measured="parent",
+                absent="never",
+            ),
+            M(
+                "<when>_psi_cpu",
+                "text",
+                "the `some` line of `/proc/pressure/cpu` at the run's `start` and `end`",
+                measured="parent",
+                absent="`null` without PSI",
+            ),
         ),
     ),
     Section(
@@ -1854,6 +2176,10 @@ UNIT_EXCEPTIONS: dict[str, str] = {
     "quality": "the unit of the figure it takes (`quality_metric`): nats, or the objective's",
     "quality_delta": "as `quality`",
     "quality_noise": "as `quality`",
+    "timing_loadavg_1m_max": "the kernel's load average: runnable tasks, averaged",
+    "<when>_loadavg_1m": "the kernel's load average: runnable tasks, averaged",
+    "<when>_loadavg_5m": "the kernel's load average: runnable tasks, averaged",
+    "<when>_loadavg_15m": "the kernel's load average: runnable tasks, averaged",
 }
 # Numbers that label or configure a case rather than measure it: no unit to carry.
 NUMERIC_LABELS = frozenset({"record_version", "batch_size", "seq_len", "exit_code", "ranks[].rank"})

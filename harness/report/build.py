@@ -34,6 +34,10 @@ def build_report(paths: Sequence[Path], out: Path, fmt: str = "html", policy: Pa
     `policy`: the compare policy whose gated memory figure the tables mark (default: the committed one)."""
     if fmt not in FORMATS:
         raise HarnessError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
+    from harness.report.fit import fit_report  # a `harness fit` run gets the fits-on view
+
+    if (fitted := fit_report(paths, out, fmt)) is not None:
+        return fitted
     runs = [read_run(p) for p in run_paths(paths)]
     frame = tidy(frame_of_runs(runs))
     if frame.empty:

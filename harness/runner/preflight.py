@@ -8,11 +8,15 @@ from pathlib import Path
 
 from harness import workloads as wlreg
 from harness.case import CaseSpec
+from harness.runner.sampler import Nvml
 from harness.runner.session import context_for, techniques_for
 from harness.techniques.base import Environment
+from harness.workloads.base import Workload
 
 
-def detect_environment() -> Environment:
+def detect_environment(nvml: Nvml | None = None) -> Environment:
+    if nvml is not None and no_gpu_here(nvml):  # the parent need not import torch to know
+        return Environment(cuda_available=False, cpu_flags=_cpu_flags())
     import torch
 
     cuda = torch.cuda.is_available()
@@ -22,6 +26,11 @@ def detect_environment() -> Environment:
         cuda_capability=tuple(torch.cuda.get_device_capability(0)) if cuda else None,
         cpu_flags=_cpu_flags(),
     )
+
+
+def no_gpu_here(nvml: Nvml) -> bool:
+    """True when NVML found no NVIDIA driver and there is no other GPU device node (ROCm's /dev/kfd)."""
+    return nvml.reason is not None and "driver" in nvml.reason and not Path("/dev/kfd").exists()
 
 
 def _cpu_flags() -> frozenset[str]:
@@ -56,6 +65,10 @@ def prepare_reference(case: CaseSpec) -> None:
     """Train (or find in the cache) the case's reference weights here, so the case process only loads
     them: the training is no part of the case's time or memory. The workload may have its own (a
     distill case's reference teacher)."""
+    workload_cls = wlreg.get(case.workload_kind)
+    workload = workload_cls(workload_cls.Config.model_validate(case.workload))
+    if not case.uses_reference_weights and type(workload).prepare is Workload.prepare:
+        return  # nothing to train or load: the parent need not import torch for this case
     import torch
 
     torch.set_num_threads(case.threads)  # the reduction order, hence the trained weights, follow it
@@ -64,5 +77,4 @@ def prepare_reference(case: CaseSpec) -> None:
         from harness.models.config import ModelConfig
 
         reference_weights(case, ModelConfig(**case.model))
-    workload = wlreg.get(case.workload_kind)
-    workload(workload.Config.model_validate(case.workload)).prepare(case)
+    workload.prepare(case)

@@ -1,4 +1,8 @@
-"""Run a loaded suite: each case in its own processes, results appended as they finish."""
+"""Run a loaded suite: each case in its own processes, results appended as they finish.
+
+The driver side. Where the cases run is the executor's business (harness/executors): locally by
+default, or on a Ray cluster or as Slurm jobs; a group's cases always run together on one node.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.case import CaseSpec
-from harness.executors.base import Executor, write_files
+from harness.executors.base import Executor, PassProgress, write_files
 from harness.executors.local import LocalExecutor
 from harness.results import provenance
 from harness.results.store import RunStore
-from harness.runner import exactness
+from harness.runner import exactness, hostload
 from harness.runner.case_runner import now_iso
 from harness.runner.preflight import detect_environment, prepare_reference, unsupported_reason
 from harness.runner.sampler import Nvml
@@ -20,11 +24,13 @@ from harness.suite.load import LoadedSuite
 
 # Where the preflight checks lived before executors; `harness list` and the tests import them here.
 __all__ = [
+    "PassProgress",
     "RunOutcome",
     "detect_environment",
     "groups_of",
     "prepare_reference",
     "run_suite",
+    "time_ratio_fields",
     "unsupported_reason",
 ]
 
@@ -45,6 +51,7 @@ def run_suite(
     progress: Progress | None = None,
     profile: str | None = None,
     started: Callable[[Path], None] | None = None,
+    on_pass: PassProgress | None = None,
     executor: Executor | None = None,
 ) -> RunOutcome:
     """Run the suite's missing cases through `executor` (local by default), appending each record as it
@@ -56,7 +63,7 @@ def run_suite(
     if started:
         started(store.path)
     try:
-        return _run_cases(suite, store, executor, progress, profile)
+        return _run_cases(suite, store, executor, progress, profile, on_pass)
     finally:
         try:
             executor.close()
@@ -65,7 +72,12 @@ def run_suite(
 
 
 def _run_cases(
-    suite: LoadedSuite, store: RunStore, executor: Executor, progress: Progress | None, profile: str | None
+    suite: LoadedSuite,
+    store: RunStore,
+    executor: Executor,
+    progress: Progress | None,
+    profile: str | None,
+    on_pass: PassProgress | None,
 ) -> RunOutcome:
     store.update_manifest(executor=executor.name)
     done = store.done_ids()
@@ -80,28 +92,50 @@ def _run_cases(
         if progress:
             progress(case, None)
 
-    for result in executor.run(groups_of(list(todo.values())), store.path, store.run_id, profile, on_start):
-        record = result.record
+    groups = groups_of(list(todo.values()))
+    for result in executor.run(groups, store.path, store.run_id, profile, on_start, on_pass):
+        rec = result.record
         write_files(store.path, result.files)
-        key = exactness.baseline_key(record["spec"])
-        if not record.get("techniques"):
-            baselines[key] = record
-        record.update(exactness.check(record, baselines.get(key)))
-        store.append(record)
+        key = exactness.baseline_key(rec["spec"])
+        if not rec.get("techniques"):
+            baselines[key] = rec
+        rec.update(exactness.check(rec, baselines.get(key)))
+        rec.update(time_ratio_fields(rec, baselines.get(key)))
+        store.append(rec)
         if progress:
-            progress(todo[result.case_id], record)
-    store.update_manifest(ended_at=now_iso())
+            progress(todo[result.case_id], rec)
+    store.update_manifest(ended_at=now_iso(), **hostload.manifest_fields("end"))
     wanted = {c.case_id for c in suite.cases}
     return RunOutcome(store, [r for r in store.records() if r["case_id"] in wanted])
 
 
 def groups_of(cases: list[CaseSpec]) -> list[list[CaseSpec]]:
-    """Cases sharing a baseline, in suite order, each group's baseline first: it runs before the cases
-    whose exactness is checked against it, and (on a cluster) on the node they then run on."""
+    """Cases that share a baseline (same model, workload and shape), baseline first, in suite order: the
+    unit an executor runs on one node, the baseline before the cases compared with it."""
     groups: dict[str, list[CaseSpec]] = {}
     for case in cases:
         groups.setdefault(exactness.baseline_key(case.model_dump(mode="json")), []).append(case)
     return [sorted(g, key=lambda c: bool(c.techniques)) for g in groups.values()]
+
+
+def time_ratio_fields(record: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
+    """Step time and step CPU time as ratios to the group's baseline, the time ratio with its 95 %
+    bootstrap interval, and whether either side's times were disturbed (waited for a core)."""
+    if not baseline or baseline is record or not record.get("techniques"):
+        return {}
+    times, base = record.get("step_time_s") or [], baseline.get("step_time_s") or []
+    ratio = hostload.ratio_interval(times, base)
+    if ratio is None:
+        return {}
+    cpu, base_cpu = record.get("step_cpu_time_s_median"), baseline.get("step_cpu_time_s_median")
+    flags = (record.get("step_time_disturbed"), baseline.get("step_time_disturbed"))
+    return {
+        "step_time_vs_baseline_ratio": round(ratio[0], 4),
+        "step_time_vs_baseline_ci95_low_ratio": round(ratio[1], 4),
+        "step_time_vs_baseline_ci95_high_ratio": round(ratio[2], 4),
+        "step_cpu_time_vs_baseline_ratio": round(cpu / base_cpu, 4) if cpu and base_cpu else None,
+        "step_time_vs_baseline_disturbed": None if None in flags else any(flags),
+    }
 
 
 def _open_store(suite: LoadedSuite, root: Path, resume: Path | None, nvml: Nvml) -> RunStore:
@@ -117,5 +151,6 @@ def _open_store(suite: LoadedSuite, root: Path, resume: Path | None, nvml: Nvml)
         "started_at": now_iso(),
         "ended_at": None,
         **provenance.collect(nvml.device_names(), nvml.driver_version()),
+        **hostload.manifest_fields("start"),
     }
     return RunStore.create(root, suite.name, manifest)

@@ -83,7 +83,7 @@ class WeightOnlyQuantization(Technique):
         return None
 
     def combination_reason(self, others: list[Technique], ctx: Context) -> str | None:
-        if ctx.workload == "infer" or any(o.name in _ADAPTERS for o in others):
+        if ctx.workload in _INFERENCE or any(o.name in _ADAPTERS for o in others):
             return None
         return (
             f"in a {ctx.workload} workload it quantizes frozen weights only: combine it with an adapter "
@@ -94,7 +94,7 @@ class WeightOnlyQuantization(Technique):
         targets = [
             (n, m)
             for n, m in _util.target_linears(model, self.config.include_lm_head)
-            if ctx.workload == "infer" or not m.get_parameter("weight").requires_grad
+            if ctx.workload in _INFERENCE or not m.get_parameter("weight").requires_grad
         ]
         if not targets:
             self._no_frozen_weights(ctx)
@@ -129,6 +129,8 @@ class WeightOnlyQuantization(Technique):
         }
 
 
+# Workloads without gradients: every targeted weight may be quantized.
+_INFERENCE = frozenset({"infer", "generate"})
 # Techniques that freeze the base weights, which is what makes training over quantized weights possible.
 _ADAPTERS = frozenset({"lora", "bottleneck_adapter", "shared_adapter"})
 
