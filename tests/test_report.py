@@ -398,3 +398,17 @@ def test_every_smoke_case_finds_its_baseline_by_the_case_property():
         assert (base.model_name, base.workload_name) == (case.model_name, case.workload_name)
         # the same key the runner's exactness check and the report compute from the record's spec
         assert baseline_key(case.model_dump(mode="json")) == case.baseline_key
+
+
+def test_a_paired_quality_difference_inside_its_interval_reads_as_no_change():
+    from harness.report.tidy import quality_cell, savings, tidy
+
+    records = smoke_records()
+    records[1].update(quality_delta_nats=0.031, quality_change="no measurable change")
+    records[2].update(quality_delta_nats=0.052, quality_change="higher")
+    frame = savings(tidy(pd.DataFrame(records)))
+    rows = {r["techniques_name"]: r for r in frame.to_dict("records")}
+    ckpt, sdpa = rows["activation_checkpointing"], rows["sdpa_attention"]
+    assert quality_cell(ckpt["quality_delta"], ckpt["quality_noise"]) == "="  # inside its interval
+    assert quality_cell(sdpa["quality_delta"], sdpa["quality_noise"]) != "="
+    assert sdpa["quality_delta"] == pytest.approx(0.052)
