@@ -216,7 +216,7 @@ def _paired_quality(case: dict[str, Any]) -> dict[str, Any]:
     bootstrap interval (harness.analysis.pairing), that difference and its verdict replace the
     difference of two separately drawn figures: inside its interval it reads as no change at all."""
     delta, verdict = case.get("quality_delta_nats"), case.get("quality_change")
-    if is_missing(delta) or is_missing(verdict):
+    if delta is None or is_missing(delta) or is_missing(verdict):
         return {}
     unmeasurable = verdict == "no measurable change"
     return {"quality_delta": float(delta), "quality_noise": abs(float(delta)) if unmeasurable else 0.0}
