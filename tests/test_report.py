@@ -412,3 +412,15 @@ def test_a_paired_quality_difference_inside_its_interval_reads_as_no_change():
     assert quality_cell(ckpt["quality_delta"], ckpt["quality_noise"]) == "="  # inside its interval
     assert quality_cell(sdpa["quality_delta"], sdpa["quality_noise"]) != "="
     assert sdpa["quality_delta"] == pytest.approx(0.052)
+
+
+def test_no_ratio_between_cases_that_differ_in_more_than_the_technique():
+    from harness.report.tidy import savings, tidy
+
+    records = smoke_records()
+    records[1].update(baseline_ratios_comparable=False, baseline_ratio_null_reason="ranks: 2 vs baseline 1")
+    rows = {r["techniques_name"]: r for r in savings(tidy(pd.DataFrame(records))).to_dict("records")}
+    unlike, like = rows["activation_checkpointing"], rows["sdpa_attention"]
+    assert unlike["peak_ratio"] is None and unlike["step_time_ratio"] is None
+    assert unlike["baseline_note"] == "ranks: 2 vs baseline 1"
+    assert like["peak_ratio"] == pytest.approx(330 / 400)
