@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import EXIT_INSUFFICIENT, HarnessError, write_text_file
-from harness.results.load import Run, flatten, read_run
+from harness.metrics.record import flatten
+from harness.results.load import Run, read_run
 
 BASELINE_VERSION = 1
 Metric = float | list[float] | None
