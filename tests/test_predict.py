@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -124,17 +123,3 @@ def test_an_unknown_technique_makes_the_prediction_unavailable():
     out = pr.predict(make_case(techniques=[("fsdp2", {})]))
     assert set(out) == {"prediction_unavailable_reason"}
     assert "fsdp2" in out["prediction_unavailable_reason"]
-
-
-def test_a_registered_adjustment_extends_the_prediction():
-    def halve_batch(shape: pr.Shape, options: Mapping[str, Any]) -> str | None:
-        shape.batch //= int(options["k"])
-        return None
-
-    pr.register_adjust("test_micro_batches")(halve_batch)
-    try:
-        split = pr.predict(make_case(techniques=[("test_micro_batches", {"k": 2})]))
-        half = pr.predict(make_case(batch_size=4))
-        assert split == half
-    finally:
-        del pr.ADJUSTERS["test_micro_batches"]

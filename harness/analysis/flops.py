@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness import techniques as techreg
+from harness.analysis.predict import base_shape
+from harness.analysis.shape import BlockFlops, StepFlops
 from harness.case import CaseSpec
 from harness.models.config import ModelConfig, count_params
 
@@ -58,45 +61,60 @@ def matmul_weight_params(cfg: ModelConfig) -> int:
     return cfg.n_layers * (4 * d * d + 2 * d * cfg.d_ff) + cfg.vocab_size * d
 
 
-def _checkpointed_blocks(case: CaseSpec, cfg: ModelConfig) -> int:
-    for t in case.techniques:
-        if t.name == "activation_checkpointing":
-            return len(range(0, cfg.n_layers, int(t.config.get("every_k_blocks", 1))))
-    return 0
+def block_flops(cfg: ModelConfig, tokens: int, seq_len: int) -> BlockFlops:
+    """Forward FLOPs of one block's matrix products over `tokens` tokens (2 per multiply-add)."""
+    d = cfg.d_model
+    return BlockFlops(
+        qkv=tokens * 2 * 3 * d * d,
+        attention=tokens * 4 * d * seq_len,  # QK^T and PV: 2*s*h each per token
+        out_proj=tokens * 2 * d * d,
+        fc1=tokens * 2 * d * cfg.d_ff,
+        fc2=tokens * 2 * d * cfg.d_ff,
+    )
+
+
+def step_flops(case: CaseSpec) -> StepFlops | str:
+    """The step's FLOPs with every technique's own adjustment, or why there is no formula."""
+    cfg = ModelConfig(**case.model)
+    tokens = case.batch_size * case.seq_len
+    attn = 4 * cfg.n_layers * cfg.d_model * case.seq_len  # forward QK^T and PV, per token
+    passes = {"train": 3, "infer": 1}.get(case.workload_kind)
+    if passes is None:
+        return f"no FLOP formula for workload kind {case.workload_kind!r}"
+    flops = StepFlops(
+        model=tokens * passes * (2 * non_embedding_params(cfg) + attn),
+        matmul=tokens * passes * (2 * matmul_weight_params(cfg) + attn),
+        block=block_flops(cfg, tokens, case.seq_len),
+        compute_dtype=case.dtype,
+    )
+    shape = base_shape(case)
+    for tech in techreg.compose((t.name, t.config) for t in case.techniques):
+        if reason := tech.adjust_flops(flops, shape):
+            return f"{tech.name}: {reason}"
+    return flops
 
 
 def flops_per_step(case: CaseSpec) -> dict[str, Any]:
     """Analytic FLOPs of one step of `case` (the dense model as the suite defines it).
 
     `model_flops_per_step`: 6N + 12Lhs per token (train) or 2N + 4Lhs (infer), the MFU numerator.
-    `hardware_flops_per_step`: adds the forward matmuls that activation checkpointing recomputes.
+    `hardware_flops_per_step`: adds the forward matmuls that techniques recompute (checkpointing).
     `matmul_flops_per_step`: the same work restricted to matrix products (FlopCounterMode's count).
     """
-    cfg = ModelConfig(**case.model)
-    tokens = case.batch_size * case.seq_len
-    attn = 4 * cfg.n_layers * cfg.d_model * case.seq_len  # forward QK^T and PV, per token
-    passes = {"train": 3, "infer": 1}.get(case.workload_kind)
-    if passes is None:
-        return {"flops_unavailable_reason": f"no FLOP formula for workload kind {case.workload_kind!r}"}
-    model = tokens * passes * (2 * non_embedding_params(cfg) + attn)
-    matmul = tokens * passes * (2 * matmul_weight_params(cfg) + attn)
-    # Non-reentrant checkpointing stops recomputing once the last tensor backward needs exists: the
-    # MLP's second matmul (whose input, not output, is saved) is never re-run.
-    recomputed = tokens * (2 * (4 * cfg.d_model**2 + cfg.d_model * cfg.d_ff) + attn // cfg.n_layers)
-    recompute = _checkpointed_blocks(case, cfg) * recomputed if passes == 3 else 0
+    flops = step_flops(case)
+    if isinstance(flops, str):
+        return {"flops_unavailable_reason": flops}
     return {
-        "model_flops_per_step": model,
-        "hardware_flops_per_step": model + recompute,
-        "matmul_flops_per_step": matmul,
+        "model_flops_per_step": flops.model,
+        "hardware_flops_per_step": flops.model + flops.recomputed,
+        "matmul_flops_per_step": flops.matmul,
     }
 
 
 def compute_dtype(case: CaseSpec) -> str:
-    """The dtype matmuls run in: autocast's when present, else the weights'."""
-    for t in case.techniques:
-        if t.name == "autocast":
-            return str(t.config.get("dtype", "bfloat16"))
-    return case.dtype
+    """The dtype matmuls run in, as the case's techniques say (autocast's, pure bf16's), else the weights'."""
+    flops = step_flops(case)
+    return case.dtype if isinstance(flops, str) else flops.compute_dtype
 
 
 def gpu_peak(device_name: str, dtype: str) -> tuple[float, str] | str:

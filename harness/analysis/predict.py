@@ -30,240 +30,36 @@ log-probs), chunked cross-entropy (no saved log-probs; one chunk's logits at a t
 under LoRA / adapters (gradients and state for the adapters only; frozen Linear layers keep no input;
 block 0 keeps nothing before its first trainable tensor; the adapters' own inputs and (b, s, r) tensors).
 
-Extending: a technique the formula does not know makes the prediction unavailable (it never
-guesses). A technique declares its effect by registering an adjustment here:
-
-    @register_adjust("my_technique")
-    def _mine(shape: Shape, options: Mapping[str, Any]) -> str | None:
-        shape.compute_bytes = 2      # edit the analytic inputs ...
-        return None                  # ... or return why its effect cannot be derived
+Extending: each technique states its own effect in its `adjust_prediction` method (techniques/base.py),
+editing the analytic inputs (analysis/shape.py); a technique without one makes the prediction
+unavailable, with the reason (it never guesses). This module holds only the base formulas.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from harness import techniques as techreg
+from harness.analysis.shape import DTYPE_BYTES as DTYPE_BYTES  # re-exported: callers read it here
+from harness.analysis.shape import BlockParts, numel
+from harness.analysis.shape import Shape as Shape
 from harness.case import CaseSpec
 from harness.models.config import ModelConfig
 
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
-Adjust = Callable[["Shape", Mapping[str, Any]], "str | None"]
-ADJUSTERS: dict[str, Adjust] = {}
-
-
-def register_adjust(name: str) -> Callable[[Adjust], Adjust]:
-    """Register how technique `name` changes the analytic inputs (see the module docstring)."""
-
-    def deco(fn: Adjust) -> Adjust:
-        ADJUSTERS[name] = fn
-        return fn
-
-    return deco
-
-
-@dataclass
-class Shape:
-    """The analytic inputs of one case. Adjusters edit these; the formulas read only these."""
-
-    cfg: ModelConfig
-    batch: int
-    seq: int
-    param_bytes: int  # element size of weights, gradients, the residual stream
-    compute_bytes: int  # element size of matmul inputs/outputs kept for backward (autocast: 2)
-    checkpointed: frozenset[int] = field(default_factory=frozenset)  # block indices
-    optimizer: str = "adamw"  # adamw, sgd, sgd_momentum, adafactor, adamw_8bit (see optimizer_state_bytes)
-    micro_batches: int = 1  # gradient accumulation: `batch` is then one micro-batch
-    head_chunks: int = 1  # chunked cross-entropy: the head's b*s*V tensors exist a chunk at a time
-    share_every: int = 1  # cross-layer sharing: consecutive layers that run one block
-    frozen_base: bool = False  # adapters: no base parameter trains
-    # Trainable adapter tensors of the whole model (shapes), and what each block's adapters keep for backward.
-    adapter_shapes: list[tuple[int, ...]] = field(default_factory=list)
-    adapter_saved_bytes: int = 0
-    # Under a frozen base, the first block keeps nothing upstream of its first trainable tensor (nothing
-    # there requires grad): 0 = q/k/v, 1 = after attention, 2 = ln2's output, 3 = after the MLP.
-    first_trainable: int = 3
-
-    @property
-    def autocast(self) -> bool:
-        return self.compute_bytes != self.param_bytes
-
-    @property
-    def unique_blocks(self) -> int:
-        return -(-self.cfg.n_layers // self.share_every)
-
-
-@register_adjust("baseline")
-def _baseline(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    return None
-
-
-@register_adjust("sdpa_attention")
-def _sdpa(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.cfg = shape.cfg.replace(attention="sdpa")
-    return None
-
-
-@register_adjust("activation_checkpointing")
-def _checkpointing(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    k = int(options.get("every_k_blocks", 1))
-    shape.checkpointed = frozenset(range(0, shape.cfg.n_layers, k))
-    return None
-
-
-@register_adjust("autocast")
-def _autocast(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.compute_bytes = DTYPE_BYTES[str(options.get("dtype", "bfloat16"))]
-    return None
-
-
-def _optimizer(name: str) -> Adjust:
-    def adjust(shape: Shape, options: Mapping[str, Any]) -> str | None:
-        shape.optimizer = name
-        return None
-
-    return adjust
-
-
-for _name in ("adamw", "adafactor"):
-    register_adjust(_name)(_optimizer(_name))
-
-
-@register_adjust("sgd")
-def _sgd(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.optimizer = "sgd_momentum" if float(options.get("momentum", 0.0)) > 0 else "sgd"
-    return None
-
-
-@register_adjust("adamw_8bit")
-def _adamw_8bit(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if options.get("backend", "bitsandbytes") != "bitsandbytes":
-        return "only bitsandbytes' state layout is modelled (torchao's differs)"
-    shape.optimizer = "adamw_8bit"
-    return None
-
-
-@register_adjust("gradient_accumulation")
-def _accumulation(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    k = int(options.get("micro_batches", 2))
-    if shape.batch % k:
-        return f"batch {shape.batch} is not divisible into {k} micro-batches"
-    shape.batch //= k  # activations of one micro-batch; every gradient already exists in the last one
-    shape.micro_batches = k
-    return None
-
-
-@register_adjust("tied_embeddings")
-def _tied(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.cfg = shape.cfg.replace(tie_embeddings=True)
-    return None
-
-
-@register_adjust("cross_layer_sharing")
-def _sharing(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    every = options.get("share_every")
-    shape.share_every = shape.cfg.n_layers if every is None else int(every)
-    return None
-
-
-@register_adjust("pure_bf16")
-def _pure_bf16(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if shape.param_bytes != 4:
-        return "the case's weights are not fp32"
-    shape.param_bytes = shape.compute_bytes = 2
-    return None
-
-
-@register_adjust("chunked_cross_entropy")
-def _chunked(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.head_chunks = int(options.get("chunks", 8))
-    return None
-
-
-def _frozen(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if options.get("also_train"):
-        return "also_train keeps base parts trainable: not modelled"
-    if shape.checkpointed or shape.micro_batches > 1:
-        return "a frozen base with checkpointing or accumulation is not modelled"
-    shape.frozen_base = True
-    return None
-
-
-def _linear_dims(cfg: ModelConfig, name: str) -> tuple[int, int]:
-    d, f = cfg.d_model, cfg.d_ff
-    return {"fc1": (d, f), "fc2": (f, d)}.get(name, (d, d))
-
-
-@register_adjust("lora")
-def _lora(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if reason := _frozen(shape, options):
-        return reason
-    if options.get("impl", "manual") != "manual" or float(options.get("dropout", 0.0)) > 0:
-        return "only the manual implementation without dropout is modelled"
-    c, r = shape.cfg, int(options.get("rank", 8))
-    targets = list(options.get("targets", ["q_proj", "v_proj"]))
-    levels = {"q_proj": 0, "k_proj": 0, "v_proj": 0, "out_proj": 1, "fc1": 2, "fc2": 2}
-    shape.first_trainable = min([shape.first_trainable, *(levels[t] for t in targets)])
-    for name in targets:
-        d_in, d_out = _linear_dims(c, name)
-        shape.adapter_shapes += [(r, d_in), (d_out, r)] * shape.unique_blocks
-    # Each adapted Linear's input is kept for A's gradient (q/k/v share one, ln1's output), and the
-    # (b, s, r) A output for B's gradient; fc2's input is the MLP activation, already kept.
-    n, ec = shape.batch * shape.seq * c.d_model, shape.compute_bytes
-    inputs = {"ln1" if t in ("q_proj", "k_proj", "v_proj") else t for t in targets}
-    kept = {"ln1": n, "out_proj": n, "fc1": n, "fc2": 0}
-    if c.activation == "gelu":
-        kept["fc2"] = shape.batch * shape.seq * c.d_ff  # GELU keeps its input; fc2 needs the output
-    shape.adapter_saved_bytes += ec * (
-        sum(kept[i] for i in inputs) + len(targets) * shape.batch * shape.seq * r
-    )
-    return None
-
-
-def _bottleneck_shapes(d: int, r: int) -> list[tuple[int, ...]]:
-    return [(r, d), (r,), (d, r), (d,)]
-
-
-def _bottleneck_saved(shape: Shape, r: int) -> int:
-    # Its input (the sublayer's output, for the down projection's weight gradient), GELU's input and
-    # output (b, s, r) each.
-    return shape.compute_bytes * shape.batch * shape.seq * (shape.cfg.d_model + 2 * r)
-
-
-@register_adjust("bottleneck_adapter")
-def _bottleneck(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if reason := _frozen(shape, options):
-        return reason
-    r = int(options.get("bottleneck", 64))
-    shape.adapter_shapes += _bottleneck_shapes(shape.cfg.d_model, r) * 2 * shape.cfg.n_layers
-    shape.first_trainable = min(shape.first_trainable, 1)  # the adapter after attention
-    shape.adapter_saved_bytes += 2 * _bottleneck_saved(shape, r)
-    return None
-
-
-@register_adjust("shared_adapter")
-def _shared_adapter(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if reason := _frozen(shape, options):
-        return reason
-    r = int(options.get("bottleneck", 64))
-    shape.adapter_shapes += _bottleneck_shapes(shape.cfg.d_model, r)
-    shape.adapter_saved_bytes += _bottleneck_saved(shape, r)
-    return None
+def base_shape(case: CaseSpec) -> Shape:
+    """The case's analytic inputs before any technique: its model, batch, sequence and dtype."""
+    e = DTYPE_BYTES[case.dtype]
+    return Shape(ModelConfig(**case.model), case.batch_size, case.seq_len, e, e, workload=case.workload_kind)
 
 
 def shape_for(case: CaseSpec) -> Shape | str:
-    """The case's analytic inputs with every technique's adjustment applied, or why there are none."""
-    e = DTYPE_BYTES[case.dtype]
-    shape = Shape(ModelConfig(**case.model), case.batch_size, case.seq_len, e, e)
-    for tech in case.techniques:
-        adjust = ADJUSTERS.get(tech.name)
-        if adjust is None:
-            return (
-                f"no prediction rule for technique {tech.name!r}: register one with predict.register_adjust"
-            )
-        reason = adjust(shape, tech.config)
+    """The case's analytic inputs with every technique's own adjustment applied in composition order,
+    or why there are none."""
+    shape = base_shape(case)
+    for tech in techreg.compose((t.name, t.config) for t in case.techniques):
+        reason = tech.adjust_prediction(shape)
         if reason:
             return f"{tech.name}: {reason}"
     return shape
@@ -296,10 +92,7 @@ def param_shapes(cfg: ModelConfig, n_blocks: int | None = None) -> list[tuple[in
 
 
 def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for dim in shape:
-        n *= dim
-    return n
+    return numel(shape)
 
 
 def block_tensors(cfg: ModelConfig) -> list[int]:
@@ -374,26 +167,41 @@ def optimizer_state_bytes(sh: Shape) -> int:
 # ---- activations ----------------------------------------------------------------------------------
 
 
-def block_saved_bytes(sh: Shape) -> int:
-    """Bytes one un-checkpointed block keeps for backward (see the module docstring)."""
+def block_parts(sh: Shape) -> BlockParts:
+    """Bytes one un-checkpointed block keeps for backward, by part (see the module docstring)."""
     c, b, s = sh.cfg, sh.batch, sh.seq
     n, f = b * s * c.d_model, b * s * c.d_ff
     ea, ec = sh.param_bytes, sh.compute_bytes
-    total = 2 * n * ea  # residual stream: block input and mid-block sum
-    if not sh.frozen_base:  # a frozen Linear needs no input for its (absent) weight gradient
-        total += 4 * n * ec if sh.autocast else 2 * n * ea  # linear inputs (autocast casts each apart)
-    total += (3 if sh.frozen_base else 4) * n * ec  # q, k, v and (for out_proj's weight) the attention output
+    # A frozen Linear needs no input for its (absent) weight gradient; autocast casts each linear's input
+    # apart (q, k and v each cast ln1's output; fc1 casts ln2's).
+    attention_input, mlp_input = (
+        (0, 0) if sh.frozen_base else (3 * n * ec, n * ec) if sh.autocast else (n * ea, n * ea)
+    )
     if c.attention == "explicit":
-        total += b * c.n_heads * s * s * ec + s * s  # probabilities + bool causal mask
+        probabilities = b * c.n_heads * s * s * ec + s * s  # probabilities + bool causal mask
+        attention_matmuls = 3 * n * ec + b * c.n_heads * s * s * ec + n * ec  # q/k/v, QK^T, PV
     else:
-        total += 4 * b * c.n_heads * s  # log-sum-exp, fp32
-    # GELU keeps its input, fc1's weight gradient its output; ReLU's output serves both.
-    total += (2 if c.activation == "gelu" and not sh.frozen_base else 1) * f * ec
-    total += 4 * 4 * b * s  # two LayerNorms' mean and rstd
-    total += sh.adapter_saved_bytes
-    if sh.autocast:
-        total += (4 * c.d_model * c.d_model + 2 * c.d_model * c.d_ff) * ec  # cached bf16 weight copies
-    return total
+        probabilities = 4 * b * c.n_heads * s  # log-sum-exp, fp32
+        attention_matmuls = 3 * n * ec + n * ec + probabilities  # q/k/v, the fused output and its lse
+    casts = (4 * c.d_model * c.d_model + 2 * c.d_model * c.d_ff) * ec if sh.autocast else 0
+    return BlockParts(
+        stream=n * ea,
+        norms=2 * n * ea + 4 * 4 * b * s,  # residual stream: block input and mid-block sum; mean and rstd
+        attention_input=attention_input,
+        # q, k, v and (for out_proj's weight) the attention output
+        attention=(3 if sh.frozen_base else 4) * n * ec + probabilities,
+        mlp_input=mlp_input,
+        # GELU keeps its input, fc1's weight gradient its output; ReLU's output serves both.
+        mlp=(2 if c.activation == "gelu" and not sh.frozen_base else 1) * f * ec,
+        other=sh.adapter_saved_bytes + casts,  # adapters' own tensors, autocast's cached weight copies
+        attention_matmuls=attention_matmuls + n * ec,  # + out_proj's output
+        mlp_matmuls=f * ec + n * ec,  # fc1's and fc2's outputs
+    )
+
+
+def block_saved_bytes(sh: Shape) -> int:
+    """Bytes one un-checkpointed block keeps for backward (see the module docstring)."""
+    return block_parts(sh).total
 
 
 def head_saved_bytes(sh: Shape) -> int:
@@ -428,10 +236,10 @@ def frozen_prefix_bytes(sh: Shape) -> int:
 
 
 def saved_per_block(sh: Shape) -> list[int]:
-    n_bytes = sh.batch * sh.seq * sh.cfg.d_model * sh.param_bytes
-    full = block_saved_bytes(sh)
-    # A checkpointed block keeps only its input; everything else is recomputed in its backward.
-    out = [n_bytes if i in sh.checkpointed else full for i in range(sh.cfg.n_layers)]
+    parts = block_parts(sh)
+    # A checkpointed block keeps what its technique's rule says; the rest is recomputed in its backward.
+    kept = parts.total if sh.saved_rule is None else sh.saved_rule(parts)
+    out = [kept if i in sh.checkpointed else parts.total for i in range(sh.cfg.n_layers)]
     if sh.frozen_base:
         out[0] -= frozen_prefix_bytes(sh)
     return out

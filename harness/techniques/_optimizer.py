@@ -54,6 +54,10 @@ class OptimizerTechnique(Technique):
     phase: ClassVar[Phase] = Phase.OPTIMIZER
     # An optimizer only matters where parameters are updated.
     workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+    # Whether it steps DTensor shards (FSDP2's parameters) as it steps whole tensors: torch.optim's
+    # elementwise optimizers do; bitsandbytes/torchao kernels and Adafactor's factored (row/column)
+    # statistics do not expect a parameter split along dim 0.
+    steps_dtensor_shards: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from harness.analysis.shape import BlockParts, Shape, StepFlops
 from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
 
 Policy = Literal["full", "selective"]
@@ -86,7 +87,6 @@ class ActivationCheckpointing(Technique):
 
     name: ClassVar[str] = "activation_checkpointing"
     phase: ClassVar[Phase] = Phase.WRAP
-    order: ClassVar[int] = 0  # before sharding, which wraps what this wrapped
     workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
     exact: ClassVar[bool] = True
 
@@ -99,6 +99,41 @@ class ActivationCheckpointing(Technique):
         """What is checkpointed inside a chosen block: the whole block, only its MLP, or only attention."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        if shape.frozen_base:
+            return "a frozen base with checkpointing or accumulation is not modelled"
+        shape.checkpointed = frozenset(range(0, shape.cfg.n_layers, self.config.every_k_blocks))
+        shape.saved_rule = self.kept_bytes
+        return None
+
+    def kept_bytes(self, parts: BlockParts) -> int:
+        """What a checkpointed block keeps for backward: the checkpointed part's input (a block's input,
+        or the LayerNorm output a sublayer takes) in place of that part's saved tensors, plus, under the
+        selective policy, the matmul outputs the policy saves."""
+        selective = self.config.policy == "selective"
+        if self.config.scope == "block":
+            return parts.stream + (parts.attention_matmuls + parts.mlp_matmuls if selective else 0)
+        if self.config.scope == "mlp":
+            dropped, matmuls = parts.mlp_input + parts.mlp, parts.mlp_matmuls
+        else:
+            dropped, matmuls = parts.attention_input + parts.attention, parts.attention_matmuls
+        return parts.total - dropped + parts.stream + (matmuls if selective else 0)
+
+    def adjust_flops(self, flops: StepFlops, shape: Shape) -> str | None:
+        """Recomputation in backward: the checkpointed part's forward matmuls again, except those whose
+        outputs are kept (selective: every matmul) and the last one, whose output backward never needs
+        (non-reentrant checkpointing stops once the tensors backward needs are rebuilt)."""
+        if shape.workload != "train" or self.config.policy == "selective":
+            return None
+        b = flops.block
+        per_block = {
+            "block": b.qkv + b.attention + b.out_proj + b.fc1,  # fc2 ends the block: not re-run
+            "mlp": b.fc1,
+            "attention": b.qkv + b.attention,  # out_proj ends the sublayer
+        }[self.config.scope]
+        flops.recomputed += len(range(0, shape.cfg.n_layers, self.config.every_k_blocks)) * per_block
+        return None
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
         blocks = model.get_submodule("blocks")

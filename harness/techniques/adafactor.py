@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import Field
 
 from harness.techniques._optimizer import OptimizerConfig, OptimizerTechnique
 from harness.techniques.base import Context
+
+if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
 
 
 class Adafactor(OptimizerTechnique):
@@ -26,6 +29,10 @@ class Adafactor(OptimizerTechnique):
         """Learning rate (torch's Adafactor default, 1e-2: its steps are relative to parameter scale)."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.optimizer = "adafactor"
+        return None
 
     def build_optimizer(self, params: list[torch.nn.Parameter], ctx: Context) -> torch.optim.Optimizer:
         return torch.optim.Adafactor(params, lr=self.config.lr, foreach=False)

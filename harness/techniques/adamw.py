@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import Field
 
 from harness.techniques._optimizer import OptimizerConfig, OptimizerTechnique
 from harness.techniques.base import Context
+
+if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
 
 
 class AdamW(OptimizerTechnique):
@@ -17,13 +20,20 @@ class AdamW(OptimizerTechnique):
     """
 
     name: ClassVar[str] = "adamw"
-    exact: ClassVar[bool] = True  # with the defaults it is the baseline's optimizer, step for step
+    exact: ClassVar[bool] = True
+    steps_dtensor_shards: ClassVar[bool] = (
+        True  # with the defaults it is the baseline's optimizer, step for step
+    )
 
     class Config(OptimizerConfig):
         weight_decay: float = Field(default=0.01, ge=0.0)
         """Decoupled weight decay (torch's AdamW default, as the baseline)."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.optimizer = "adamw"
+        return None
 
     def build_optimizer(self, params: list[torch.nn.Parameter], ctx: Context) -> torch.optim.Optimizer:
         # foreach=False, as for the baseline: the multi-tensor path allocates whole-state temporaries.

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import importlib
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 
 from harness.techniques._optimizer import OptimizerConfig, OptimizerTechnique
 from harness.techniques.base import Context, Environment
+
+if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
 
 # torchao's low-bit optimizers compile their step with torch.compile; on a 2-core CPU the first step
 # took 47-73 s (../shared/docs/techniques.md), which would swamp any benchmark of a few steps.
@@ -41,6 +44,12 @@ class AdamW8bit(OptimizerTechnique):
             return f"needs the {self.config.backend} package (pip install {self.config.backend})"
         if self.config.backend == "torchao" and ctx.device != "cuda":
             return TORCHAO_CPU
+        return None
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        if self.config.backend != "bitsandbytes":
+            return "only bitsandbytes' state layout is modelled (torchao's differs)"
+        shape.optimizer = "adamw_8bit"
         return None
 
     def build_optimizer(self, params: list[torch.nn.Parameter], ctx: Context) -> torch.optim.Optimizer:

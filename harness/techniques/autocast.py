@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
+from harness.analysis.shape import DTYPE_BYTES
 from harness.techniques.base import Context, Environment, Phase, StepPlan, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    from harness.analysis.shape import Shape, StepFlops
 
 
 class Autocast(Technique):
@@ -35,6 +39,14 @@ class Autocast(Technique):
             )
         if ctx.dtype != "float32":
             return f"autocast mixes precision over fp32 weights; this case's weights are already {ctx.dtype}"
+        return None
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.compute_bytes = DTYPE_BYTES[self.config.dtype]
+        return None
+
+    def adjust_flops(self, flops: StepFlops, shape: Shape) -> str | None:
+        flops.compute_dtype = self.config.dtype
         return None
 
     def plan_step(self, plan: StepPlan, ctx: Context) -> None:

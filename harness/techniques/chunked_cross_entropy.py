@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +10,9 @@ from torch.utils.checkpoint import checkpoint
 
 from harness.models.transformer import Transformer
 from harness.techniques.base import Context, Phase, StepPlan, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
 
 
 class ChunkedCrossEntropy(Technique):
@@ -36,6 +39,10 @@ class ChunkedCrossEntropy(Technique):
         """Chunks the B*T tokens of a micro-batch are split into; peak head memory falls ~1/chunks."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.head_chunks = self.config.chunks
+        return None
 
     def plan_step(self, plan: StepPlan, ctx: Context) -> None:
         chunks = self.config.chunks

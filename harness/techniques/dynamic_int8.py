@@ -9,8 +9,6 @@ from torch import nn
 from harness.techniques import _util
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
 
-QUANTIZERS_CONFLICT = "two weight quantizers: the second would quantize already-quantized weights"
-
 
 class DynamicInt8(Technique):
     """Dynamic int8 quantization of the Linear layers for inference (torch.ao `quantize_dynamic`).
@@ -25,10 +23,9 @@ class DynamicInt8(Technique):
 
     name: ClassVar[str] = "dynamic_int8"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 21
+    quantizes: ClassVar[bool] = True
     workloads: ClassVar[frozenset[str] | None] = frozenset({"infer"})
     conflicts: ClassVar[dict[str, str]] = {
-        "weight_only_quantization": QUANTIZERS_CONFLICT,
         "pure_bf16": "torch.ao's dynamic int8 Linear takes fp32 activations; pure_bf16 feeds it bfloat16",
     }
 

@@ -11,8 +11,6 @@ from torch.nn.utils import parametrize
 from harness.techniques import _util
 from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
 
-QUANTIZERS_CONFLICT = "two weight quantizers: the second would quantize already-quantized weights"
-
 
 class FakeQuantization(Technique):
     """Uniform symmetric fake quantization of the Linear weights (the seed's 4.3.2):
@@ -29,10 +27,8 @@ class FakeQuantization(Technique):
 
     name: ClassVar[str] = "fake_quantization"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 20
+    quantizes: ClassVar[bool] = True
     conflicts: ClassVar[dict[str, str]] = {
-        "dynamic_int8": QUANTIZERS_CONFLICT,
-        "weight_only_quantization": QUANTIZERS_CONFLICT,
         "fp8_training": "fp8 casts of the fake-quantized weights: two weight quantizers on one matmul",
     }
 

@@ -27,7 +27,6 @@ class Fp8Training(Technique):
 
     name: ClassVar[str] = "fp8_training"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 110
     workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
 
     class Config(TechniqueConfig):

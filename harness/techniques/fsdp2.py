@@ -14,10 +14,6 @@ from harness.techniques.zero1 import (
     require_process_group,
 )
 
-# torch.optim optimizers step DTensor shards as they step tensors; bitsandbytes/torchao kernels and
-# Adafactor's factored (row/column) statistics do not expect a parameter split along dim 0.
-DTENSOR_OPTIMIZERS = frozenset({"adamw", "sgd"})
-
 
 class FSDP2(DataParallel):
     """Fully sharded data parallel, FSDP2 (`torch.distributed.fsdp.fully_shard`): ZeRO stage 3.
@@ -41,7 +37,7 @@ class FSDP2(DataParallel):
             "cross_layer_sharing": "a block shared by several layers cannot be one FSDP unit per layer",
         },
         "FSDP2 shards parameters as DTensors; this optimizer does not step DTensor shards",
-        DTENSOR_OPTIMIZERS,
+        lambda optimizer: optimizer.steps_dtensor_shards,
     )
 
     class Config(DataParallelConfig):

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 from torch import nn
 
+from harness.analysis.shape import linear_dims
 from harness.techniques._adapters import Extra, LoRALinear, freeze_base
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
 
 Target = Literal["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 DEFAULT_TARGETS: tuple[Target, ...] = ("q_proj", "v_proj")  # Hu et al.'s choice for GPT-3
@@ -29,7 +33,7 @@ class LoRA(Technique):
 
     name: ClassVar[str] = "lora"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 10  # after pruning (0-9), before adapters (11, 12) and quantization (20-29)
+    freezes_base: ClassVar[bool] = True
     workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "infer"})
 
     class Config(TechniqueConfig):
@@ -47,6 +51,27 @@ class LoRA(Technique):
         """manual: the LoRALinear here; peft: peft's inject_adapter_in_model (needs peft installed)."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        if reason := shape.freeze_base(list(self.config.also_train)):
+            return reason
+        if self.config.impl != "manual" or self.config.dropout > 0:
+            return "only the manual implementation without dropout is modelled"
+        c, r, targets = shape.cfg, self.config.rank, list(self.config.targets)
+        levels = {"q_proj": 0, "k_proj": 0, "v_proj": 0, "out_proj": 1, "fc1": 2, "fc2": 2}
+        shape.first_trainable = min([shape.first_trainable, *(levels[t] for t in targets)])
+        for name in targets:
+            d_in, d_out = linear_dims(c, name)
+            shape.adapter_shapes += [(r, d_in), (d_out, r)] * shape.unique_blocks
+        # Each adapted Linear's input is kept for A's gradient (q/k/v share one, ln1's output), and the
+        # (b, s, r) A output for B's gradient; fc2's input is the MLP activation, already kept.
+        n, ec = shape.tokens * c.d_model, shape.compute_bytes
+        inputs = {"ln1" if t in ("q_proj", "k_proj", "v_proj") else t for t in targets}
+        kept = {"ln1": n, "out_proj": n, "fc1": n, "fc2": 0}
+        if c.activation == "gelu":
+            kept["fc2"] = shape.tokens * c.d_ff  # GELU keeps its input; fc2 needs the output
+        shape.adapter_saved_bytes += ec * (sum(kept[i] for i in inputs) + len(targets) * shape.tokens * r)
+        return None
 
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
         if self.config.impl == "peft" and not env.has_module("peft"):

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import Field
 
 from harness.techniques._optimizer import OptimizerConfig, OptimizerTechnique
 from harness.techniques.base import Context
+
+if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
 
 
 class Sgd(OptimizerTechnique):
@@ -18,12 +21,17 @@ class Sgd(OptimizerTechnique):
     """
 
     name: ClassVar[str] = "sgd"
+    steps_dtensor_shards: ClassVar[bool] = True
 
     class Config(OptimizerConfig):
         momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
         """Heavy-ball momentum; 0 keeps no optimizer state, > 0 keeps one buffer per parameter."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.optimizer = "sgd_momentum" if self.config.momentum > 0 else "sgd"
+        return None
 
     def build_optimizer(self, params: list[torch.nn.Parameter], ctx: Context) -> torch.optim.Optimizer:
         # foreach=False, as for the baseline: the multi-tensor path allocates whole-state temporaries.

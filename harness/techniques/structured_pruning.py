@@ -25,7 +25,6 @@ class StructuredPruning(Technique):
 
     name: ClassVar[str] = "structured_pruning"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 0  # first rewrite: later ones (unstructured pruning, adapters) see the small model
 
     class Config(TechniqueConfig):
         heads_fraction: float = Field(default=0.25, ge=0.0, lt=1.0)

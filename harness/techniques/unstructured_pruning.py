@@ -11,7 +11,6 @@ from harness.techniques import _util
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
 
 # Techniques that replace or rewrite the Linear weights this one leaves behind.
-QUANTIZERS = ("fake_quantization", "dynamic_int8", "weight_only_quantization")
 
 
 class SparseLinear(nn.Module):
@@ -64,7 +63,6 @@ class UnstructuredPruning(Technique):
 
     name: ClassVar[str] = "unstructured_pruning"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 1  # after structured pruning (order 0): it prunes what structure left
 
     class Config(TechniqueConfig):
         sparsity: float = Field(default=0.5, ge=0.0, lt=1.0)
@@ -83,7 +81,7 @@ class UnstructuredPruning(Technique):
     def conflicts_with(self, other: Technique) -> str | None:
         """Conflicts that depend on `storage`: quantizers replace the Linear layers (dropping masks or
         finding CSR buffers); CSR matmuls have no bf16 CPU kernel."""
-        if other.name in QUANTIZERS and self.config.storage != "dense":
+        if other.quantizes and self.config.storage != "dense":
             return (
                 f"storage: {self.config.storage} keeps the pruned weights outside a plain Linear weight; "
                 "a quantizer replaces the layer and would drop them: use storage: dense"

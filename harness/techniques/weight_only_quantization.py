@@ -10,7 +10,6 @@ from torch import nn
 from harness.techniques import _util
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
 
-QUANTIZERS_CONFLICT = "two weight quantizers: the second would quantize already-quantized weights"
 INSTALL = {
     "bitsandbytes": "needs package bitsandbytes (pip install torch==<your torch> bitsandbytes==0.50.2)",
     "torchao": "needs package torchao (pip install torch==<your torch> torchao==0.18.0)",
@@ -37,9 +36,8 @@ class WeightOnlyQuantization(Technique):
 
     name: ClassVar[str] = "weight_only_quantization"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 22
+    quantizes: ClassVar[bool] = True
     conflicts: ClassVar[dict[str, str]] = {
-        "dynamic_int8": QUANTIZERS_CONFLICT,
         "fp8_training": "fp8_training swaps every nn.Linear; the quantized layers are nn.Linear subclasses",
     }
 
@@ -83,11 +81,12 @@ class WeightOnlyQuantization(Technique):
         return None
 
     def combination_reason(self, others: list[Technique], ctx: Context) -> str | None:
-        if ctx.workload == "infer" or any(o.name in _ADAPTERS for o in others):
+        if ctx.workload == "infer" or any(o.freezes_base for o in others):
             return None
+        adapters = sorted(n for n, cls in Technique.registry.items() if cls.freezes_base)
         return (
             f"in a {ctx.workload} workload it quantizes frozen weights only: combine it with an adapter "
-            f"({', '.join(sorted(_ADAPTERS))}) that freezes the base, as QLoRA does"
+            f"({', '.join(adapters)}) that freezes the base, as QLoRA does"
         )
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
@@ -127,10 +126,6 @@ class WeightOnlyQuantization(Technique):
             "weight_storage_bytes": sum(_weight_bytes(m) for m in layers),
             "dense_weight_bytes": _util.dense_weight_bytes(layers, model),
         }
-
-
-# Techniques that freeze the base weights, which is what makes training over quantized weights possible.
-_ADAPTERS = frozenset({"lora", "bottleneck_adapter", "shared_adapter"})
 
 
 def _bnb_linear(linear: nn.Linear, cfg: WeightOnlyQuantization.Config, device: str) -> nn.Module:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -24,16 +24,21 @@ class DataParallelConfig(TechniqueConfig):
 
 
 class Conflicts(Mapping[str, str]):
-    """Fixed conflicts plus every optimizer technique not in `allowed_optimizers`, looked up in the
-    registry when asked (so a new optimizer technique is covered without editing this file)."""
+    """Fixed conflicts plus every optimizer technique whose traits `allows` refuses, looked up in the
+    registry when asked (so a new optimizer technique is covered by its traits, editing no other file)."""
 
-    def __init__(self, fixed: Mapping[str, str], optimizer_reason: str, allowed_optimizers: frozenset[str]):
-        self.fixed, self.optimizer_reason, self.allowed = dict(fixed), optimizer_reason, allowed_optimizers
+    def __init__(
+        self,
+        fixed: Mapping[str, str],
+        optimizer_reason: str,
+        allows: Callable[[type[OptimizerTechnique]], bool],
+    ):
+        self.fixed, self.optimizer_reason, self.allows = dict(fixed), optimizer_reason, allows
 
     def _all(self) -> dict[str, str]:
         out = dict(self.fixed)
         for name, cls in Technique.registry.items():
-            if issubclass(cls, OptimizerTechnique) and name not in self.allowed:
+            if issubclass(cls, OptimizerTechnique) and not self.allows(cls):
                 out[name] = self.optimizer_reason
         return out
 
@@ -55,7 +60,6 @@ class DataParallel(Technique):
     """
 
     phase: ClassVar[Phase] = Phase.WRAP
-    order: ClassVar[int] = 10  # after activation checkpointing (0): sharding wraps the checkpointed blocks
     # The rank runner slices the train workload's batches; other workloads have no data-parallel step.
     workloads: ClassVar[frozenset[str] | None] = frozenset({"train"})
     exact: ClassVar[bool] = True  # the same global batch and averaged gradients: the baseline's losses
@@ -115,7 +119,7 @@ class Zero1(DataParallel):
             "chunked_cross_entropy": OUTSIDE_FORWARD,
         },
         "ZeRO-1 wraps AdamW itself: it shards that optimizer's state",
-        frozenset(),
+        lambda optimizer: False,
     )
 
     class Config(DataParallelConfig):
