@@ -28,7 +28,7 @@ from harness.analysis.breakdown import CATEGORIES
 from harness.errors import EXIT_FAILED
 from harness.results.load import flatten
 from harness.runner import case_runner, ranks
-from harness.runner.child import _model_figures
+from harness.runner.caseproc import model_figures as _model_figures
 from harness.runner.profile import MEMRAY_CAPTURE, ChildProfile, _capture_fields, profile_case
 from harness.suite.load import load_suite
 from tests.conftest import ROOT, run_cli

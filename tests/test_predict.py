@@ -15,6 +15,11 @@ from tests.test_breakdown import make_case
 TECHNIQUES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "baseline": [],
     "activation_checkpointing": [("activation_checkpointing", {"every_k_blocks": 1})],
+    # Each policy/scope keeps different tensors: each is predicted from its own options.
+    "checkpointing_selective": [("activation_checkpointing", {"policy": "selective"})],
+    "checkpointing_mlp": [("activation_checkpointing", {"scope": "mlp"})],
+    "checkpointing_attention": [("activation_checkpointing", {"scope": "attention"})],
+    "checkpointing_every_2": [("activation_checkpointing", {"every_k_blocks": 2})],
     "autocast": [("autocast", {"dtype": "bfloat16"})],
     "sdpa_attention": [("sdpa_attention", {})],
 }
@@ -46,6 +51,13 @@ def test_saved_activations_follow_the_published_per_layer_formula():
     published = 16 * 4 * s * b * h + 4 * a * s * s * b
     extra = s * s + 16 * b * s  # the bool causal mask and four LayerNorm statistics
     assert pr.block_saved_bytes(shape) == published + extra
+
+
+def test_checkpointing_variants_are_predicted_apart():
+    peaks = {t: pr.predict(make_case(techniques=v))["tensor_peak_bytes"] for t, v in TECHNIQUES.items()}
+    full = peaks["activation_checkpointing"]
+    assert full < peaks["checkpointing_every_2"] < peaks["checkpointing_selective"] < peaks["baseline"]
+    assert full < peaks["checkpointing_attention"] < peaks["checkpointing_mlp"] < peaks["baseline"]
 
 
 def test_techniques_move_the_prediction_in_the_right_direction():

@@ -16,7 +16,7 @@ from harness.errors import SuiteError
 from harness.models.config import SIZES, count_params
 from harness.runner.session import open_session
 from harness.suite.load import load_suite
-from harness.techniques import _adapters
+from harness.techniques import _adapter_modules
 
 CI = SIZES["ci"]  # vocab 256, d 128, 4 layers, d_ff 512
 D, L, V, F = CI.d_model, CI.n_layers, CI.vocab_size, CI.d_ff
@@ -235,6 +235,6 @@ def test_peft_matches_manual_lora(tmp_path: Path) -> None:
     assert trainable(peft.model) == trainable(manual.model) == L * 4 * ((D + D) + (D + F))
     with torch.no_grad():
         for name, module in manual.model.named_modules():
-            if isinstance(module, _adapters.LoRALinear):
+            if isinstance(module, _adapter_modules.LoRALinear):
                 peft.model.get_submodule(name).lora_A["default"].weight.copy_(module.lora_A)
     assert losses(peft) == pytest.approx(losses(manual), rel=1e-5)

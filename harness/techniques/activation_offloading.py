@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.techniques.base import Context, Environment, Phase, StepPlan, Technique
+
+if TYPE_CHECKING:
+    pass
 
 
 class ActivationOffloading(Technique):
@@ -36,5 +37,7 @@ class ActivationOffloading(Technique):
 
 
 def _save_on_cpu(pin_memory: bool) -> contextlib.AbstractContextManager[Any]:
+    import torch
+
     hooks: contextlib.AbstractContextManager[Any] = torch.autograd.graph.save_on_cpu(pin_memory=pin_memory)
     return hooks

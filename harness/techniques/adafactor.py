@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
 from pydantic import Field
 
 from harness.techniques._optimizer import OptimizerConfig, OptimizerTechnique
 from harness.techniques.base import Context
 
 if TYPE_CHECKING:
+    import torch
+
     from harness.analysis.shape import Shape
 
 
@@ -35,4 +36,6 @@ class Adafactor(OptimizerTechnique):
         return None
 
     def build_optimizer(self, params: list[torch.nn.Parameter], ctx: Context) -> torch.optim.Optimizer:
+        import torch
+
         return torch.optim.Adafactor(params, lr=self.config.lr, foreach=False)

@@ -3,12 +3,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
-
 from harness.techniques._optimizer import OptimizerConfig, OptimizerTechnique
 from harness.techniques.base import Context, Environment
 
 if TYPE_CHECKING:
+    import torch
+
     from harness.analysis.shape import Shape
 
 # torchao's low-bit optimizers compile their step with torch.compile; on a 2-core CPU the first step

@@ -4,12 +4,12 @@ import contextlib
 import functools
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
-
 from harness.analysis.shape import DTYPE_BYTES
 from harness.techniques.base import Context, Environment, Phase, StepPlan, Technique, TechniqueConfig
 
 if TYPE_CHECKING:
+    import torch
+
     from harness.analysis.shape import Shape, StepFlops
 
 
@@ -50,6 +50,8 @@ class Autocast(Technique):
         return None
 
     def plan_step(self, plan: StepPlan, ctx: Context) -> None:
+        import torch
+
         dtype = getattr(torch, self.config.dtype)
         plan.contexts.append(functools.partial(_autocast, ctx.device, dtype))
         if self.config.dtype == "float16":
@@ -57,5 +59,7 @@ class Autocast(Technique):
 
 
 def _autocast(device: str, dtype: torch.dtype) -> contextlib.AbstractContextManager[Any]:
+    import torch
+
     ctx: contextlib.AbstractContextManager[Any] = torch.autocast(device_type=device, dtype=dtype)
     return ctx

@@ -3,11 +3,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, ClassVar
 
-from torch import nn
-
 from harness.techniques._adapter_rules import bottleneck_saved_bytes, bottleneck_shapes
 from harness.techniques._adapters import (
-    Bottleneck,
     BottleneckConfig,
     add_after,
     blocks_of,
@@ -18,6 +15,8 @@ from harness.techniques._adapters import (
 from harness.techniques.base import Context, Phase, Technique
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from harness.analysis.shape import Shape
 
 
@@ -54,6 +53,8 @@ class BottleneckAdapter(Technique):
         return None
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        from harness.techniques._adapter_modules import Bottleneck
+
         blocks = blocks_of(model)
         make = functools.partial(Bottleneck, d_model_of(model), self.config.bottleneck, first_weight(model))
         for part in ("attn", "mlp"):

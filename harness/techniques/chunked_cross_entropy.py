@@ -2,17 +2,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from harness.models.transformer import Transformer
 from harness.techniques.base import Context, Phase, StepPlan, Technique, TechniqueConfig
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
     from harness.analysis.shape import Shape
+    from harness.models.transformer import Transformer
 
 
 class ChunkedCrossEntropy(Technique):
@@ -59,6 +58,8 @@ def find_transformer(model: nn.Module) -> Transformer:
     Calling `hidden` and `lm_head` directly bypasses an outer wrapper's forward, which is fine for
     wrappers that only rewrite submodules, not for ones whose forward does work (DDP).
     """
+    from harness.models.transformer import Transformer
+
     for module in model.modules():
         if isinstance(module, Transformer):
             return module
@@ -71,6 +72,9 @@ def chunked_loss(
     model: Transformer, inputs: torch.Tensor, targets: torch.Tensor, chunks: int
 ) -> torch.Tensor:
     """Mean next-token cross-entropy, equal to `next_token_loss(model(inputs), targets)`."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
     h = model.hidden(inputs)  # (B, T, C)
     flat_h = h.reshape(-1, h.size(-1))  # (B*T, C)
     flat_y = targets.reshape(-1)  # (B*T,)
@@ -85,5 +89,7 @@ def chunked_loss(
 
 
 def _chunk_loss_sum(head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
     logits = head(h)  # (chunk, V)
     return F.cross_entropy(logits.float(), y, reduction="sum")

@@ -3,12 +3,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
-from torch import nn
 
 from harness.techniques._adapters import blocks_of
 from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from harness.analysis.shape import Shape
 
 
@@ -58,6 +59,8 @@ class CrossLayerSharing(Technique):
 def share_children(block: nn.Module) -> nn.Module:
     """A new module of the block's class holding the same children and parameters (no copies), so a
     per-position rewrite (setattr on blocks[i]) does not reach the other positions."""
+    from torch import nn
+
     cls: Any = type(block)
     shell: nn.Module = cls.__new__(cls)
     nn.Module.__init__(shell)

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import importlib
-from typing import ClassVar, Literal
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from harness.techniques import _util
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class DynamicInt8(Technique):
@@ -49,6 +49,7 @@ class DynamicInt8(Technique):
         return None
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        import torch
         from torch.ao import quantization as tq
 
         qconfig = (

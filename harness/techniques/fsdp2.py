@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.techniques.base import Context
 from harness.techniques.zero1 import (
@@ -13,6 +11,9 @@ from harness.techniques.zero1 import (
     DataParallelConfig,
     require_process_group,
 )
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class FSDP2(DataParallel):

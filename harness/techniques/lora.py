@@ -3,13 +3,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
-from torch import nn
 
 from harness.analysis.shape import linear_dims
-from harness.techniques._adapters import Extra, LoRALinear, freeze_base
+from harness.techniques._adapters import Extra, freeze_base
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from harness.analysis.shape import Shape
 
 Target = Literal["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
@@ -88,6 +89,10 @@ class LoRA(Technique):
 
     def _inject_manual(self, model: nn.Module) -> None:
         # named_modules() lists a shared module once, so a block shared across layers is adapted once.
+        from torch import nn
+
+        from harness.techniques._adapter_modules import LoRALinear
+
         found = [
             (name, module)
             for name, module in model.named_modules()

@@ -2,12 +2,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import nn
-
 from harness.techniques.base import Context, Environment, Phase, Technique
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from harness.analysis.shape import Shape, StepFlops
 
 
@@ -47,4 +46,6 @@ class PureBf16(Technique):
         return None
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        import torch
+
         return model.to(torch.bfloat16)

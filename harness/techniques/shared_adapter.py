@@ -2,11 +2,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from torch import nn
-
 from harness.techniques._adapter_rules import bottleneck_saved_bytes, bottleneck_shapes
 from harness.techniques._adapters import (
-    Bottleneck,
     BottleneckConfig,
     add_after,
     blocks_of,
@@ -17,6 +14,8 @@ from harness.techniques._adapters import (
 from harness.techniques.base import Context, Phase, Technique
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from harness.analysis.shape import Shape
 
 
@@ -50,6 +49,8 @@ class SharedAdapter(Technique):
         return None
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        from harness.techniques._adapter_modules import Bottleneck
+
         adapter = Bottleneck(d_model_of(model), self.config.bottleneck, first_weight(model))
         add_after(blocks_of(model), "mlp", lambda: adapter)
         freeze_base(model, self.config.also_train)

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
 from pydantic import Field
-from torch import nn
 
-from harness.models.transformer import CausalSelfAttention, FeedForward
 from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from harness.models.transformer import CausalSelfAttention, FeedForward
 
 
 class StructuredPruning(Technique):
@@ -35,6 +38,10 @@ class StructuredPruning(Technique):
     config: Config
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        import torch
+
+        from harness.models.transformer import CausalSelfAttention, FeedForward
+
         with torch.no_grad():
             for module in list(model.modules()):
                 if isinstance(module, CausalSelfAttention):
@@ -44,6 +51,8 @@ class StructuredPruning(Technique):
         return model
 
     def metrics(self, model: nn.Module) -> dict[str, float | int]:
+        from harness.models.transformer import CausalSelfAttention, FeedForward
+
         heads = [m.n_heads for m in model.modules() if isinstance(m, CausalSelfAttention)]
         neurons = [m.fc1.out_features for m in model.modules() if isinstance(m, FeedForward)]
         return {  # the parameter count itself is the runner's param_count
@@ -59,6 +68,8 @@ def removed_count(n: int, fraction: float) -> int:
 
 def head_scores(attn: CausalSelfAttention) -> torch.Tensor:
     """(nh,) L2 norm of each head's q/k/v rows and out_proj columns."""
+    import torch
+
     nh, hs = attn.n_heads, attn.head_dim
     sq = torch.zeros(nh, device=attn.q_proj.weight.device, dtype=torch.float32)
     for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
@@ -78,6 +89,8 @@ def neuron_scores(ffn: FeedForward) -> torch.Tensor:
 
 
 def prune_heads(attn: CausalSelfAttention, n_remove: int) -> None:
+    import torch
+
     if n_remove <= 0:
         return
     keep = _largest(head_scores(attn), attn.n_heads - n_remove)
@@ -105,6 +118,8 @@ def _largest(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 def _keep_rows(linear: nn.Linear, rows: torch.Tensor) -> nn.Linear:
     """A new Linear with only the given output rows; the old weight is freed with the old module."""
+    from torch import nn
+
     w = linear.weight
     new = nn.Linear(
         linear.in_features, len(rows), bias=linear.bias is not None, device=w.device, dtype=w.dtype
@@ -118,6 +133,8 @@ def _keep_rows(linear: nn.Linear, rows: torch.Tensor) -> nn.Linear:
 
 def _keep_cols(linear: nn.Linear, cols: torch.Tensor) -> nn.Linear:
     """A new Linear with only the given input columns; the bias (per output) is unchanged."""
+    from torch import nn
+
     w = linear.weight
     new = nn.Linear(
         len(cols), linear.out_features, bias=linear.bias is not None, device=w.device, dtype=w.dtype

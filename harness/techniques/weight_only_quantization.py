@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import model_validator
-from torch import nn
 
 from harness.techniques import _util
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
 
 INSTALL = {
     "bitsandbytes": "needs package bitsandbytes (pip install torch==<your torch> bitsandbytes==0.50.2)",
@@ -90,6 +92,8 @@ class WeightOnlyQuantization(Technique):
         )
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        from torch import nn
+
         targets = [
             (n, m)
             for n, m in _util.target_linears(model, self.config.include_lm_head)
@@ -131,6 +135,7 @@ class WeightOnlyQuantization(Technique):
 def _bnb_linear(linear: nn.Linear, cfg: WeightOnlyQuantization.Config, device: str) -> nn.Module:
     """A bitsandbytes layer holding `linear`'s weight; bitsandbytes quantizes it on `.to(device)`."""
     import bitsandbytes as bnb
+    from torch import nn
 
     w, b = linear.weight.detach(), linear.bias
     new: nn.Module
@@ -183,6 +188,8 @@ def _torchao(
 
 
 def _in_features(m: nn.Module) -> int:
+    from torch import nn
+
     assert isinstance(m, nn.Linear)
     return int(m.in_features)
 
@@ -190,6 +197,8 @@ def _in_features(m: nn.Module) -> int:
 def _weight_bytes(m: nn.Module) -> int:
     """Quantized data plus scales: bitsandbytes keeps int8 data + SCB (per-row fp32 absmax), or packed
     4-bit data + a QuantState (absmax per block, code table, nested state when double-quantized)."""
+    import torch
+
     w = _util.attr_tensor(m, "weight")
     total = _util.tensor_bytes(w)
     # Linear8bitLt moves the per-row scales from weight.SCB to its MatmulLtState on the first forward.
@@ -205,6 +214,8 @@ def _weight_bytes(m: nn.Module) -> int:
 
 
 def _quant_state_bytes(state: Any) -> int:
+    import torch
+
     total = 0
     for value in (state.absmax, state.code, getattr(state, "offset", None)):
         if isinstance(value, torch.Tensor):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from harness.techniques._optimizer import OptimizerTechnique
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 
 OUTSIDE_FORWARD = (
     "its loss calls the model's parts outside forward(), past the hooks that synchronise or gather "
@@ -70,6 +73,7 @@ class DataParallel(Technique):
         return self.config.ranks
 
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
+        import torch
         import torch.distributed as dist
 
         ranks = self.config.ranks
@@ -131,6 +135,8 @@ class Zero1(DataParallel):
     config: Config
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        import torch
+
         require_process_group(self.name)
         from torch.nn.parallel import DistributedDataParallel
 
@@ -138,6 +144,8 @@ class Zero1(DataParallel):
         return DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
 
     def build_optimizer(self, params: list[torch.nn.Parameter], ctx: Context) -> torch.optim.Optimizer:
+        import torch
+
         require_process_group(self.name)
         from torch.distributed.optim import ZeroRedundancyOptimizer
 

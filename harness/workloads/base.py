@@ -5,16 +5,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from harness.models.config import ModelConfig
-from harness.models.transformer import Transformer, sinusoidal_table
 from harness.techniques.base import Context, Phase, Technique
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
     from harness.case import CaseSpec
+    from harness.models.transformer import Transformer
 
 
 class WorkloadConfig(BaseModel):
@@ -76,6 +77,10 @@ def build_model(
 ) -> nn.Module:
     """Config rewrites, build (and load `weights`), cast and move, then module rewrites and wrappers,
     in declared order: techniques that rewrite modules see the trained weights."""
+    import torch
+
+    from harness.models.transformer import Transformer
+
     for t in techniques:
         if t.phase == Phase.CONFIG:
             cfg = t.configure_model(cfg, ctx)
@@ -91,6 +96,10 @@ def build_model(
 def _with_weights(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> Transformer:
     """The model holding `weights` themselves: built on the meta device and assigned, so a random init
     and the loaded copy never coexist (that doubled the build phase's peak for a moment)."""
+    import torch
+
+    from harness.models.transformer import Transformer, sinusoidal_table
+
     with torch.device("meta"):
         model = Transformer(cfg)
     model.load_state_dict(weights, assign=True)
@@ -103,6 +112,8 @@ def _with_weights(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> Transfo
 
 def build_optimizer(model: nn.Module, techniques: list[Technique], ctx: Context) -> torch.optim.Optimizer:
     """The first technique that offers an optimizer wins (conflicts keep it unique); else AdamW."""
+    import torch
+
     params = [p for p in model.parameters() if p.requires_grad]
     for t in techniques:
         opt = t.build_optimizer(params, ctx)

@@ -1,16 +1,16 @@
 from __future__ import annotations
 
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.case import CaseSpec
 from harness.data import case_batches, reference_weights
 from harness.models.config import ModelConfig
-from harness.models.transformer import next_token_loss
 from harness.techniques.base import Context, StepPlan, Technique
 from harness.workloads.base import Session, Workload, build_model
 from harness.workloads.train import plain_loss
+
+if TYPE_CHECKING:
+    pass
 
 
 class InferSession(Session):
@@ -30,6 +30,10 @@ class InferSession(Session):
 
     def step(self, i: int) -> float:
         """One forward (prefill) over the batch without autograd; returns the next-token loss."""
+        import torch
+
+        from harness.models.transformer import next_token_loss
+
         inputs, targets = self.batches[i]
         with torch.inference_mode(), self.plan.context():
             return float(next_token_loss(self.model(inputs), targets))

@@ -1,18 +1,20 @@
 from __future__ import annotations
 
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.case import CaseSpec
 from harness.data import case_batches
 from harness.models.config import ModelConfig
-from harness.models.transformer import next_token_loss
 from harness.techniques.base import Context, StepPlan, Technique
 from harness.workloads.base import Session, Workload, build_model, build_optimizer
 
+if TYPE_CHECKING:
+    import torch
+
 
 def plain_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    from harness.models.transformer import next_token_loss
+
     return next_token_loss(model(inputs), targets)
 
 
