@@ -120,3 +120,14 @@ def test_checkpointing_flops_follow_policy_and_scope():
     # full re-runs attention and the MLP's first matmul, and the output projection between them.
     assert mlp > 0 and attention > 0 and mlp + attention < full
     assert every2 * 2 == full  # 4 blocks: 2 checkpointed
+
+
+@pytest.mark.parametrize(("measured_over_predicted", "shown"), [(0.19, False), (1.0, True), (5.1, False)])
+def test_a_measured_over_predicted_ratio_outside_0_2_to_5_is_withheld(measured_over_predicted, shown):
+    case = make_case()
+    peak = pr.predict(case)["tensor_peak_bytes"]
+    record = prediction(case, {"tensor_peak_bytes": int(measured_over_predicted * peak)})
+    assert ("predicted" in record) == shown
+    if not shown:
+        assert set(record) == {"prediction_unavailable_reason"}
+        assert "outside (0.2, 5.0)" in record["prediction_unavailable_reason"]

@@ -140,11 +140,18 @@ def mfu(
     if peak_flop_per_s is None:
         out["mfu_unavailable_reason"] = peak_source
         return out
-    out.update(
-        mfu_fraction=achieved / peak_flop_per_s,
-        mfu_peak_flop_per_s=peak_flop_per_s,
-        mfu_peak_source=peak_source,
-    )
+    fraction = achieved / peak_flop_per_s
+    # The source names the dtype whose peak was used (the dtype the matmuls run in).
+    out.update(mfu_peak_flop_per_s=peak_flop_per_s, mfu_peak_source=f"{peak_source}:{compute_dtype(case)}")
+    if not 0 < fraction <= 1:
+        # Above the peak is impossible: the peak (a calibration that missed the fast path, a table entry
+        # for another dtype) or the FLOP count is wrong, so the figure is withheld, never printed.
+        out["mfu_unavailable_reason"] = (
+            f"MFU would be {fraction:.3g}, outside (0, 1]: achieved {achieved:.3g} FLOP/s against a peak "
+            f"of {peak_flop_per_s:.3g} FLOP/s ({out['mfu_peak_source']}); the peak or the FLOP count is wrong"
+        )
+        return out
+    out["mfu_fraction"] = fraction
     return out
 
 
