@@ -43,7 +43,7 @@ def test_measured_tensor_peak_is_within_10_percent_of_the_prediction(tech, size)
 
 
 def test_saved_activations_follow_the_published_per_layer_formula():
-    # techniques.md: an fp32 explicit-attention GELU layer with d_ff = 4h keeps about 16*e*sbh + e*a*s^2*b.
+    # docs/techniques.md: an fp32 explicit-attention GELU layer, d_ff = 4h, keeps about 16*e*sbh + e*a*s^2*b.
     case = make_case(model={"activation": "gelu"})
     shape = pr.shape_for(case)
     assert isinstance(shape, pr.Shape)

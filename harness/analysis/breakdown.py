@@ -3,7 +3,7 @@
 `torch.distributed._tools.mem_tracker.MemTracker` sees every tensor storage created through the
 dispatcher (CPU and CUDA alike) and files it under parameter, buffer, gradient, activation (made in
 forward, or recomputed by checkpointing), temporary (made in backward), optimizer state, or other.
-It costs about x1.3 step time and extra host memory (measurement.md), so it never runs in a timed or
+It costs about x1.3 step time and extra host memory (docs/measurement.md), so it never runs in a timed or
 memory-measured step: the case process calls it after the measured steps.
 
 Steps that call a top-level module more than once (gradient_accumulation runs the model's forward

@@ -1,7 +1,7 @@
 """Analytic prediction of a case's tensor bytes per category, from shapes, dtypes and techniques.
 
 The activation formula is Korthikanti et al. 2022's per-layer count re-derived for this repository's
-model (see techniques.md, "Formulas"): pre-LN blocks with separate q/k/v projections, ReLU or GELU
+model (see docs/techniques.md, "Formulas"): pre-LN blocks with separate q/k/v projections, ReLU or GELU
 MLP, learned or sinusoidal positions, no dropout. Counting what each op saves for backward, one
 block keeps (N = b*s*h, F = b*s*d_ff, S = b*a*s^2 elements):
 
@@ -14,11 +14,11 @@ block keeps (N = b*s*h, F = b*s*d_ff, S = b*a*s^2 elements):
     MLP: ReLU output F; GELU input and output 2F
     LayerNorm mean and rstd                                  4*b*s fp32
 
-i.e. 16*e*sbh + e*a*s^2*b bytes per layer for GELU with d_ff = 4h, as techniques.md states. The head
+i.e. 16*e*sbh + e*a*s^2*b bytes per layer for GELU with d_ff = 4h, as docs/techniques.md states. The head
 keeps the final LayerNorm's input and output (2N) and the fp32 log-softmax (4*b*s*V bytes). The
 steady-state training peak is found by walking the backward pass (head, then blocks last to first)
 and taking the largest of: saved activations still alive + gradients made so far + the transient
-tensors of the op running then (8*b*s*V bytes at the loss, as techniques.md says; 2F of MLP
+tensors of the op running then (8*b*s*V bytes at the loss, as docs/techniques.md says; 2F of MLP
 gradients, or 2S of softmax gradients, inside a block), and the optimizer step (all gradients).
 Parameters and optimizer state are present throughout (AdamW unless an optimizer technique's rule
 says otherwise: SGD, Adafactor, bitsandbytes' 8-bit AdamW, see `optimizer_state_bytes`).

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from harness.analysis.shape import Shape
 
 # torchao's low-bit optimizers compile their step with torch.compile; on a 2-core CPU the first step
-# took 47-73 s (../shared/docs/techniques.md), which would swamp any benchmark of a few steps.
+# took 47-73 s (docs/techniques.md), which would swamp any benchmark of a few steps.
 TORCHAO_CPU = "torchao's low-bit AdamW compiles its step (first step 47-73 s on a 2-core CPU); run it on CUDA"
 
 

@@ -19,7 +19,7 @@ class ChunkedCrossEntropy(Technique):
 
     The plain loss keeps the (B*T, V) fp32 log-softmax output for backward and, in backward, two more
     (B*T, V) gradient buffers: with a large vocabulary that is the biggest tensor of the step
-    (57 % of a fully checkpointed step's peak in ../shared/docs/techniques.md). Here each chunk's
+    (57 % of a fully checkpointed step's peak in docs/techniques.md). Here each chunk's
     projection + loss runs under checkpointing: forward keeps only the chunk's hidden states (a view of
     the (B, T, C) final hidden states, so nothing new), and backward recomputes one chunk's logits at a
     time. Saves: (B*T*V) -> (B*T*V / chunks) for the head's saved tensors and gradient buffers.
