@@ -131,3 +131,27 @@ def test_a_measured_over_predicted_ratio_outside_0_2_to_5_is_withheld(measured_o
     if not shown:
         assert set(record) == {"prediction_unavailable_reason"}
         assert "outside (0.2, 5.0)" in record["prediction_unavailable_reason"]
+
+
+def test_the_baseline_optimizer_is_torchs_default_and_the_record_says_so():
+    from harness.runner.session import open_session
+    from harness.techniques._optimizer import chosen_implementation
+
+    base = open_session(make_case(batch_size=2, seq_len=16))
+    assert base.optimizer.defaults["foreach"] is None and not base.optimizer.defaults["fused"]
+    assert base.extra_metrics() == {
+        "optimizer_implementation": "for_loop",
+        "optimizer_implementation_reason": "torch's default for cpu parameters (foreach, fused unset)",
+    }
+    assert chosen_implementation(base.optimizer, "cuda")["optimizer_implementation"] == "foreach"
+    picked = open_session(
+        make_case(batch_size=2, seq_len=16, techniques=[("adamw", {"implementation": "foreach"})])
+    )
+    assert picked.optimizer.defaults["foreach"] is True
+    assert picked.extra_metrics()["optimizer_implementation_reason"] == "chosen in the suite"
+
+
+def test_a_foreach_optimizer_is_not_predicted_with_the_for_loop_model():
+    out = pr.predict(make_case(techniques=[("adamw", {"implementation": "foreach"})]))
+    assert "for-loop" in out["prediction_unavailable_reason"]
+    assert "predicted" not in out and "tensor_peak_bytes" in pr.predict(make_case(techniques=[("adamw", {})]))

@@ -119,6 +119,6 @@ def build_optimizer(model: nn.Module, techniques: list[Technique], ctx: Context)
         opt = t.build_optimizer(params, ctx)
         if opt is not None:
             return opt
-    # foreach=False: the multi-tensor path allocates temporaries of the whole state at once, which
-    # would make the optimizer step, not the technique, set the peak on small models.
-    return torch.optim.AdamW(params, lr=1e-3, foreach=False)
+    # torch's own foreach/fused default for the device, as users run it (for_loop on CPU, foreach on CUDA);
+    # the record states which (`optimizer_implementation`), and `adamw: {implementation: ...}` picks another.
+    return torch.optim.AdamW(params, lr=1e-3)

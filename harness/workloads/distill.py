@@ -15,7 +15,7 @@ only the loss differs. The teacher is a named size (plus overrides), frozen, in 
 seed + 1 (random init) or from the cached reference weights trained on the corpus, and untouched by
 the case's techniques: it runs outside autocast, in its own `teacher_dtype`.
 
-Memory of a step (techniques.md): the student's training step + the teacher's weights + the teacher's
+Memory of a step (docs/techniques.md): the student's training step + the teacher's weights + the teacher's
 forward transients (nothing is saved for backward under no_grad) + the teacher's logits, b*s*V per
 micro-batch, held until the loss. The result reports the teacher's figures separately.
 """
@@ -275,6 +275,7 @@ class DistillSession(TrainSession):
     def extra_metrics(self) -> dict[str, Any]:
         params = list({id(p): p for p in self.teacher.parameters()}.values())  # tied tensors once
         return {
+            **super().extra_metrics(),
             "teacher_param_count": sum(p.numel() for p in params),
             "teacher_param_bytes": sum(p.numel() * p.element_size() for p in params),
             "teacher_logits_bytes": self.teacher_logits_bytes,

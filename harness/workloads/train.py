@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.case import CaseSpec
 from harness.data import case_batches
 from harness.models.config import ModelConfig
+from harness.techniques._optimizer import chosen_implementation
 from harness.techniques.base import Context, StepPlan, Technique
 from harness.workloads.base import Session, Workload, build_model, build_optimizer
 
@@ -24,6 +25,7 @@ class TrainSession(Session):
         self.model = build_model(cfg, techniques, ctx)
         self.model.train()
         self.optimizer = build_optimizer(self.model, techniques, ctx)
+        self.device = ctx.device
         self.plan = StepPlan(loss_fn=plain_loss)
         for t in techniques:
             t.plan_step(self.plan, ctx)
@@ -34,6 +36,11 @@ class TrainSession(Session):
         self.batches = case_batches(case, n_steps, cfg.vocab_size, "train", ctx.device)
         self.samples_per_step = case.batch_size
         self.tokens_per_step = case.batch_size * case.seq_len
+
+    def extra_metrics(self) -> dict[str, Any]:
+        if "foreach" not in self.optimizer.defaults:  # bitsandbytes, torchao, ZeRO: no such choice
+            return {}
+        return chosen_implementation(self.optimizer, self.device)
 
     def step(self, i: int) -> float:
         """Forward + backward over the micro-batches, one optimizer step; returns the batch's mean loss."""
