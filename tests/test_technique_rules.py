@@ -136,8 +136,10 @@ def test_a_measured_over_predicted_ratio_outside_0_2_to_5_is_withheld(measured_o
 def test_the_baseline_optimizer_is_torchs_default_and_the_record_says_so():
     from harness.runner.session import open_session
     from harness.techniques._optimizer import chosen_implementation
+    from harness.workloads.train import TrainSession
 
     base = open_session(make_case(batch_size=2, seq_len=16))
+    assert isinstance(base, TrainSession)
     assert base.optimizer.defaults["foreach"] is None and not base.optimizer.defaults["fused"]
     assert base.extra_metrics() == {
         "optimizer_implementation": "for_loop",
@@ -147,6 +149,7 @@ def test_the_baseline_optimizer_is_torchs_default_and_the_record_says_so():
     picked = open_session(
         make_case(batch_size=2, seq_len=16, techniques=[("adamw", {"implementation": "foreach"})])
     )
+    assert isinstance(picked, TrainSession)
     assert picked.optimizer.defaults["foreach"] is True
     assert picked.extra_metrics()["optimizer_implementation_reason"] == "chosen in the suite"
 
@@ -155,3 +158,12 @@ def test_a_foreach_optimizer_is_not_predicted_with_the_for_loop_model():
     out = pr.predict(make_case(techniques=[("adamw", {"implementation": "foreach"})]))
     assert "for-loop" in out["prediction_unavailable_reason"]
     assert "predicted" not in out and "tensor_peak_bytes" in pr.predict(make_case(techniques=[("adamw", {})]))
+
+
+def test_workload_fit_is_decided_by_the_workloads_trait():
+    checkpointing = techreg.instantiate("activation_checkpointing", None)
+    assert checkpointing.workload_reason("distill", trains=True) is None
+    assert "does not train" in str(checkpointing.workload_reason("infer", trains=False))
+    # A new workload that does not train (say, generation) is covered with no edit to the technique.
+    assert techreg.instantiate("dynamic_int8", None).workload_reason("generate", trains=False) is None
+    assert "train" in str(techreg.instantiate("zero1", None).workload_reason("distill", trains=True))

@@ -91,7 +91,7 @@ class OptimizerTechnique(Technique):
 
     phase: ClassVar[Phase] = Phase.OPTIMIZER
     # An optimizer only matters where parameters are updated.
-    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+    needs_training: ClassVar[bool | None] = True
     # Whether it steps DTensor shards (FSDP2's parameters) as it steps whole tensors: torch.optim's
     # elementwise optimizers do; bitsandbytes/torchao kernels and Adafactor's factored (row/column)
     # statistics do not expect a parameter split along dim 0.

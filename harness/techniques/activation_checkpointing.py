@@ -31,7 +31,7 @@ class ActivationCheckpointing(Technique):
 
     name: ClassVar[str] = "activation_checkpointing"
     phase: ClassVar[Phase] = Phase.WRAP
-    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+    needs_training: ClassVar[bool | None] = True
     exact: ClassVar[bool] = True
 
     class Config(TechniqueConfig):

@@ -24,7 +24,7 @@ class ActivationOffloading(Technique):
 
     name: ClassVar[str] = "activation_offloading"
     phase: ClassVar[Phase] = Phase.STEP
-    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+    needs_training: ClassVar[bool | None] = True
     exact: ClassVar[bool] = True
 
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:

@@ -125,8 +125,12 @@ class Technique:
     # quantizes: replaces or re-parametrizes the Linear layers' weights with quantized ones; two
     # quantizers cannot stack (the second would quantize already-quantized weights).
     quantizes: ClassVar[bool] = False
-    # Workload kinds this technique means something for; None means all.
+    # Workload kinds this technique means something for; None means all. Prefer the trait below: a kind
+    # list must be edited for every new workload, a trait is the workload's own (Workload.trains).
     workloads: ClassVar[frozenset[str] | None] = None
+    # needs_training: True acts on gradients or the optimizer (workloads that train); False acts only
+    # where nothing trains (inference); None: either.
+    needs_training: ClassVar[bool | None] = None
     # True when the technique must not change the math: its case's losses are checked against the
     # baseline's, and a relative drift above `exact_rtol` is flagged in the result.
     exact: ClassVar[bool] = False
@@ -153,6 +157,15 @@ class Technique:
         self.config = config if config is not None else self.Config()
 
     # ---- decided in the parent, before a process is spent on the case ----
+    def workload_reason(self, kind: str, trains: bool) -> str | None:
+        """Why this technique means nothing for a workload of `kind` (which trains or not), or None."""
+        if self.workloads is not None and kind not in self.workloads:
+            return f"{self.name} applies to {', '.join(sorted(self.workloads))} workloads, not {kind}"
+        if self.needs_training is not None and self.needs_training != trains:
+            needs = "a workload that trains" if self.needs_training else "a workload that does not train"
+            return f"{self.name} applies to {needs}; {kind} {'trains' if trains else 'does not train'}"
+        return None
+
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
         """Why this technique cannot run here (needs CUDA, a package, ...), or None."""
         return None

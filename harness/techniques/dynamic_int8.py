@@ -24,7 +24,7 @@ class DynamicInt8(Technique):
     name: ClassVar[str] = "dynamic_int8"
     phase: ClassVar[Phase] = Phase.STRUCTURE
     quantizes: ClassVar[bool] = True
-    workloads: ClassVar[frozenset[str] | None] = frozenset({"infer"})
+    needs_training: ClassVar[bool | None] = False
     conflicts: ClassVar[dict[str, str]] = {
         "pure_bf16": "torch.ao's dynamic int8 Linear takes fp32 activations; pure_bf16 feeds it bfloat16",
     }

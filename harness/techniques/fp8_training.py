@@ -29,7 +29,7 @@ class Fp8Training(Technique):
 
     name: ClassVar[str] = "fp8_training"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+    needs_training: ClassVar[bool | None] = True
 
     class Config(TechniqueConfig):
         recipe: Literal["tensorwise", "rowwise"] = "tensorwise"

@@ -22,7 +22,7 @@ class GradientAccumulation(Technique):
 
     name: ClassVar[str] = "gradient_accumulation"
     phase: ClassVar[Phase] = Phase.STEP
-    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+    needs_training: ClassVar[bool | None] = True
     exact: ClassVar[bool] = True
 
     class Config(TechniqueConfig):

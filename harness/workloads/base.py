@@ -48,6 +48,9 @@ class Session(ABC):
 
 class Workload(ABC):
     name: ClassVar[str]
+    # Whether its step computes gradients and updates parameters: techniques decide by this trait
+    # (Technique.needs_training), not by lists of workload kinds.
+    trains: ClassVar[bool] = True
     Config: ClassVar[type[WorkloadConfig]] = WorkloadConfig
     registry: ClassVar[dict[str, type[Workload]]] = {}
 

@@ -43,6 +43,7 @@ class Infer(Workload):
     """Forward / prefill of a batch without gradients (inference mode)."""
 
     name: ClassVar[str] = "infer"
+    trains: ClassVar[bool] = False
 
     def setup(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> Session:
         return InferSession(case, techniques, ctx, n_steps)
