@@ -116,6 +116,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         json_out=args.json_out,
         update_baseline=args.update_baseline,
         console=table_console(),
+        fmt=args.format,
     )
 
 
@@ -192,6 +193,12 @@ def _add_compare(sub: Any) -> None:
     )
     c.add_argument("--junit", type=Path, help="write JUnit XML: one testcase per case x metric")
     c.add_argument("--md", type=Path, help="write a markdown summary (for CI job summaries)")
+    c.add_argument(
+        "--format",
+        choices=["terminal", "github"],
+        default="terminal",
+        help="github: print a pull-request comment (markdown, failing gated verdicts first) to stdout",
+    )
     c.add_argument("--json", type=Path, dest="json_out", help="write the verdicts as JSON")
     c.add_argument(
         "--update-baseline", action="store_true", help="(re)write BASELINE (.json) from CURRENT; exit 0"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness.compare.github import to_github
 from harness.compare.judge import Comparison, compare
 from harness.compare.outputs import json_text, render_terminal, to_junit, to_markdown
 from harness.compare.policy import PolicyFile, load_policy
@@ -36,6 +37,7 @@ def run_compare(
     json_out: Path | None = None,
     update_baseline: bool = False,
     console: Console | None = None,
+    fmt: str = "terminal",
 ) -> int:
     """Compare, print the table, write the requested files, return the exit code (0, 1 or 3).
 
@@ -53,7 +55,10 @@ def run_compare(
     comparison = compare_snapshots(
         load_snapshot(baseline, names), cur, policy, allow_env_change=allow_env_change
     )
-    render_terminal(comparison, console)
+    if fmt == "github":  # stdout is the comment: nothing else may be printed there
+        print(to_github(comparison), end="")
+    else:
+        render_terminal(comparison, console)
     _write_outputs(comparison, junit=junit, md=md, json_out=json_out)
     if update_baseline:
         write_baseline(cur, baseline)
