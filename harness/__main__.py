@@ -1,3 +1,9 @@
-from harness.cli import main
+try:
+    from harness.cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python imports the CLI: no traceback
+    import sys
+
+    print("harness: interrupted", file=sys.stderr)
+    raise SystemExit(130) from None
 
 raise SystemExit(main())

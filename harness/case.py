@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from harness.metrics.record import flatten
 
 SCHEMA_VERSION = 1
 
@@ -26,6 +29,23 @@ RUN_SETTINGS = frozenset(
         "breakdown",
     }
 )
+
+
+# Spec fields that may differ between a case and its baseline: the technique combination itself, and
+# the run settings that do not change the math of the steps (the same ones a case id leaves out).
+BASELINE_IGNORED = RUN_SETTINGS | {"techniques", "techniques_name"}
+
+
+def baseline_key(spec: Mapping[str, Any]) -> str:
+    """The one definition of "this case's baseline": the case with the same spec but no techniques
+    (run settings aside). Takes a spec nested (`record["spec"]`) or flattened (`model.d_model` keys);
+    both give the same key. Exactness, the report and the summary all pair cases by it."""
+    flat = {
+        k: v
+        for k, v in flatten(spec).items()
+        if k.split(".", 1)[0] not in BASELINE_IGNORED and not (v is None or v != v)  # None/NaN: unset
+    }
+    return json.dumps(flat, sort_keys=True, default=str)
 
 
 class TechniqueSpec(BaseModel):
@@ -79,6 +99,11 @@ class CaseSpec(BaseModel):
         if (self.batch_size, self.seq_len) != (wl.get("batch_size"), wl.get("seq_len")):
             base += f"@b{self.batch_size}s{self.seq_len}"
         return base
+
+    @property
+    def baseline_key(self) -> str:
+        """Equal for this case and the baseline it is compared against (see `baseline_key`)."""
+        return baseline_key(self.model_dump(mode="json"))
 
     @property
     def workload_kind(self) -> str:

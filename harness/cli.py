@@ -29,10 +29,21 @@ OK_STATUSES = ("ok", "unsupported")
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.suite.load import load_suite
 
-    for path in args.suites:
-        suite = load_suite(path)
+    code = EXIT_OK
+    for path in args.suites:  # every file, every mistake: one line each
+        try:
+            suite = load_suite(path)
+        except HarnessError as e:
+            _print_error(e)
+            code = e.exit_code
+            continue
         print(f"{path}: ok, {len(suite.cases)} cases")
-    return EXIT_OK
+    return code
+
+
+def _print_error(e: HarnessError) -> None:
+    for line in str(e).splitlines() or [""]:
+        print(f"harness: error: {line}", file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -50,6 +61,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import signals
     from harness.runner.suite_runner import run_suite
     from harness.suite.load import load_suite
     from harness.summary import print_summary
@@ -59,7 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:  # checked before anything starts, so a wrong path is one line and nothing else
         from harness.results.store import RunStore
 
-        resume_done = len(RunStore.open_existing(args.resume).done_ids() & {c.case_id for c in suite.cases})
+        checked = RunStore.open_existing(args.resume, suite.sha256, lock=False)
+        resume_done = len(checked.done_ids() & {c.case_id for c in suite.cases})
     console = Console(stderr=True)
     with _progress(console) as bar:
         task = bar.add_task("starting", total=len(suite.cases), completed=resume_done)
@@ -70,16 +83,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 bar.advance(task)
 
+        run_dir: list[Path] = []
         try:
-            outcome = run_suite(
-                suite, args.results, resume=args.resume, progress=on_case, profile=args.profile
-            )
-        except KeyboardInterrupt:
+            with signals.as_interrupts():  # SIGTERM / SIGHUP end the run as Ctrl-C does
+                outcome = run_suite(
+                    suite,
+                    args.results,
+                    resume=args.resume,
+                    progress=on_case,
+                    profile=args.profile,
+                    started=run_dir.append,
+                )
+        except KeyboardInterrupt as e:
             console.print(
-                "interrupted: finished cases are saved; "
-                "`harness run SUITE --resume results/<run-id>` runs the rest"
+                signals.stopped_message(e, args.suite, run_dir[0] if run_dir else None), markup=False
             )
-            return 130
+            return signals.exit_code(e)
     print_summary(outcome.records, table_console())
     failed = [r for r in outcome.records if r["status"] not in OK_STATUSES]
     print(f"results: {outcome.store.path}  ({len(outcome.records)} cases, {len(failed)} failed)")
@@ -99,7 +118,7 @@ def table_console() -> Console:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import build_report
 
-    print(build_report(args.paths, args.out, args.format))
+    print(build_report(args.paths, args.out, args.format, args.policy))
     return EXIT_OK
 
 
@@ -167,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_report(sub: Any) -> None:
-    r = sub.add_parser("report", help="one self-contained HTML report (or md/csv/parquet) of runs")
+    r = sub.add_parser("report", help="one HTML report (or md/csv/parquet) of runs")
     r.add_argument(
         "paths", nargs="+", type=Path, help="run dirs, results.jsonl files, or a results root (history)"
     )
@@ -175,6 +194,11 @@ def _add_report(sub: Any) -> None:
         "-o", "--out", type=Path, default=Path("reports"), help="output file, or a folder for report.<ext>"
     )
     r.add_argument("--format", choices=["html", "md", "csv", "parquet"], default="html")
+    r.add_argument(
+        "--policy",
+        type=Path,
+        help="compare policy whose gated figure to mark (default: results/baselines/policy.yaml)",
+    )
     r.set_defaults(func=cmd_report)
 
 
@@ -206,14 +230,43 @@ def _add_compare(sub: Any) -> None:
     c.set_defaults(func=cmd_compare)
 
 
+def _import_uninterrupted(module: str) -> None:
+    """Import `module` with Ctrl-C held until it is done: an interrupt inside torch's (or numpy's) own
+    import leaves them half-initialised and ends in an unrelated traceback. The Ctrl-C then counts."""
+    import importlib
+    import signal
+
+    pending: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: pending.append(signum))
+    except ValueError:  # not the main thread: nothing to hold
+        importlib.import_module(module)
+        return
+    try:
+        importlib.import_module(module)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in ("run", "list"):  # these import torch anyway; do it first, uninterrupted
+            _import_uninterrupted("torch")
         code: int = args.func(args)
         return code
     except HarnessError as e:
-        print(f"harness: error: {e}", file=sys.stderr)
+        _print_error(e)
         return e.exit_code
+    except KeyboardInterrupt:  # before a run started (imports, loading the suite): nothing to save
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # a path the user gave that the system refuses (permissions, a full disk)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"harness: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

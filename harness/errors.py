@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # run: a case failed; compare: a regression
@@ -31,6 +32,16 @@ class SuiteError(HarnessError):
         self.path, self.key_path, self.problem = path, key_path, problem
 
 
+class SuiteErrors(SuiteError):
+    """Every mistake found in one suite file, one line each; path/key_path/problem are the first's."""
+
+    def __init__(self, errors: list[SuiteError]) -> None:
+        first = errors[0]
+        super().__init__(first.path, first.key_path, first.problem)
+        self.args = ("\n".join(str(e) for e in errors),)
+        self.errors = errors
+
+
 def closest(word: str, choices: Iterable[str]) -> str:
     """'; did you mean X?' for the nearest choice, or '' when nothing is near."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
@@ -39,3 +50,12 @@ def closest(word: str, choices: Iterable[str]) -> str:
 
 def allowed(choices: Iterable[str]) -> str:
     return ", ".join(sorted(choices))
+
+
+def write_text_file(path: Path, text: str) -> None:
+    """Write an output file the user named; any OS failure (read-only, full, a folder) is one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise HarnessError(f"{path}: cannot write ({e.strerror or e}); choose a writable path") from None

@@ -24,6 +24,13 @@ MEM = "host_rss_peak_above_base_bytes"
 NAMES = list(PolicyFile().for_suite(None))
 
 
+@pytest.fixture(autouse=True)
+def _away_from_the_committed_policy(tmp_path, monkeypatch):
+    """run_compare without --policy reads results/baselines/policy.yaml from the working directory;
+    these tests judge the built-in defaults, so they run where there is none."""
+    monkeypatch.chdir(tmp_path)
+
+
 def snap(records: list[dict[str, Any]], **manifest: Any) -> Snapshot:
     run_id = records[0]["run_id"] if records else "run"
     return snapshot_of_run(Run(Path(run_id), run_id, make_manifest(run_id, **manifest), records), NAMES)
@@ -115,7 +122,7 @@ def test_changed_definition_is_not_comparable_not_new_and_missing():
     changed = [v for v in comparison.verdicts if v.case_name == "ci/train/activation_checkpointing"]
     assert [(v.metric, v.status) for v in changed] == [("definition", "not comparable")]
     assert base[1]["case_id"] in changed[0].detail and cur[1]["case_id"] in changed[0].detail
-    assert comparison.exit_code == 0
+    assert comparison.exit_code == 3  # fails closed: the baseline's case was not measured as defined
 
 
 def test_new_and_missing_cases():

@@ -12,6 +12,13 @@ from tests.fixtures_results import MiB, make_manifest, smoke_records, write_run
 Capture = pytest.CaptureFixture[str]
 
 
+@pytest.fixture(autouse=True)
+def _away_from_the_committed_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --policy, compare reads results/baselines/policy.yaml from the working directory (which
+    gates the tensor peak, not host RSS); these tests judge the built-in defaults."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _runs(tmp_path: Path, bump: int) -> tuple[Path, Path]:
     base = write_run(tmp_path / "r", smoke_records())
     cur_records = smoke_records("run-b")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,24 @@ import pandas as pd
 import plotly.offline
 import pytest
 
+from harness.case import baseline_key
 from harness.errors import HarnessError
 from harness.report import build_report, report_html
-from harness.report.figures import breakdown_figures, decimate, history_figures, pareto_figures
+from harness.report.figures import (
+    TIMELINE_PHASES,
+    breakdown_figures,
+    decimate,
+    history_figures,
+    pareto_figures,
+    phase_axis,
+    quality_colour,
+    timeline_figures,
+)
 from harness.report.html import relative_href
 from harness.report.tidy import latest_run, pareto_mask, records, savings, tidy
 from harness.results.load import flatten, load_results, run_paths
-from tests.fixtures_results import MiB, make_manifest, make_record, smoke_records, write_run
+from tests.conftest import run_cli
+from tests.fixtures_results import MiB, make_manifest, make_record, make_timeline, smoke_records, write_run
 
 
 def saved_rows(recs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -70,9 +82,40 @@ def test_quality_prefers_heldout_loss_and_peak_prefers_the_gpu_figure():
 
 
 def test_no_ratio_between_different_peak_measures():
-    recs = [make_record(peak=100 * MiB), make_record(techniques=("x",), gpu_peak=50 * MiB, device="cpu")]
+    # GIVEN a CPU baseline with the tensor peak and a case run with `breakdown: false` (no tensor peak)
+    recs = [
+        make_record(peak=100 * MiB, breakdown={"tensor_peak_bytes": 80 * MiB}),
+        make_record(techniques=("x",), peak=100 * MiB),
+    ]
     x = saved_rows(recs)["x"]
+    # THEN the process peaks pair, the tensor peak has no ratio, and the headline says why
+    assert x["tensor_peak_ratio"] is None and x["process_peak_ratio"] == pytest.approx(1.0)
     assert x["peak_ratio"] is None and x["baseline_note"] == "baseline measured a different peak"
+
+
+def test_cpu_headline_is_the_tensor_peak_beside_the_process_peak():
+    recs = [
+        make_record(peak=100 * MiB, breakdown={"tensor_peak_bytes": 80 * MiB}),
+        make_record(techniques=("ckpt",), peak=90 * MiB, breakdown={"tensor_peak_bytes": 40 * MiB}),
+    ]
+    ckpt = saved_rows(recs)["ckpt"]
+    assert ckpt["tensor_peak_metric"] == "breakdown.tensor_peak_bytes" and ckpt["tensor_peak_ratio"] == 0.5
+    assert ckpt["process_peak_metric"] == "host_rss_peak_above_base_bytes"
+    assert ckpt["process_peak_ratio"] == pytest.approx(0.9)
+    assert ckpt["peak_metric"] == "breakdown.tensor_peak_bytes"  # the headline: the gated figure
+
+
+def test_baseline_is_paired_by_spec_not_by_name():
+    # GIVEN two baselines that share model and workload names but differ in the model definition
+    recs = [
+        make_record(peak=100 * MiB),
+        make_record(techniques=("ckpt",), peak=50 * MiB),
+        make_record(peak=200 * MiB, definition="deeper"),
+    ]
+    recs[2]["spec"]["model"] = {"d_model": 128}
+    frame = savings(tidy(pd.DataFrame([_flat(r) for r in [recs[2], *recs[:2]]])))
+    ckpt = next(r for r in records(frame) if r["techniques_name"] == "ckpt")
+    assert ckpt["process_peak_ratio"] == pytest.approx(0.5)  # not 0.25: the d_model 128 case is another's
 
 
 def test_pareto_mask_keeps_only_undominated_points():
@@ -120,7 +163,8 @@ def test_history_orders_runs_by_start_time(tmp_path):
     )
     frame = tidy(load_results([late, early]))
     figs = history_figures(frame)
-    assert len(figs) == 4
+    # no tensor peak in these records: that chart is left out rather than drawn empty
+    assert [t for t, _ in figs] == ["History: process peak", "History: step time median", "History: quality"]
     assert list(figs[0][1].layout.xaxis.categoryarray) == [
         "c1 2025-01-01T00:00:00Z",
         "c2 2025-02-01T00:00:00Z",
@@ -129,7 +173,26 @@ def test_history_orders_runs_by_start_time(tmp_path):
     assert history_figures(tidy(load_results([early]))) == []
 
 
-def test_html_is_self_contained_with_plotly_once_and_escapes_user_strings(tmp_path):
+def test_history_keeps_cases_that_share_a_name_apart(tmp_path):
+    # GIVEN the same case name with two definitions across runs (the model changed between runs)
+    a = [
+        make_record(run_id="run-a", peak=100 * MiB),
+        make_record(run_id="run-a", definition="v1", peak=300 * MiB),
+    ]
+    b = [make_record(run_id="run-b", peak=110 * MiB)]
+    runs = [
+        write_run(tmp_path, a, make_manifest("run-a", "c1", "2025-01-01T00:00:00Z")),
+        write_run(tmp_path, b, make_manifest("run-b", "c2", "2025-01-02T00:00:00Z")),
+    ]
+    (_, fig), *_ = history_figures(tidy(load_results(runs)))
+    # THEN two lines, told apart by their ids, and the 300 MiB case is not joined to the 110 MiB one
+    assert len(fig.data) == 2
+    assert all("[" in t.name for t in fig.data)
+    lines = {tuple(t.y) for t in fig.data}
+    assert lines == {(100.0, 110.0), (300.0,)}
+
+
+def test_html_shares_one_local_plotly_bundle_and_escapes_user_strings(tmp_path):
     recs = smoke_records()
     recs[2]["case_name"] = "ci/train/<script>alert(1)</script>"
     recs[2]["techniques_name"] = "<script>alert(2)</script>"
@@ -137,10 +200,13 @@ def test_html_is_self_contained_with_plotly_once_and_escapes_user_strings(tmp_pa
     run = write_run(tmp_path / "results", recs)
     out = build_report([run], tmp_path / "report.html", "html")
     text = out.read_text()
-    plotly_js = plotly.offline.get_plotlyjs()
-    assert text.count(plotly_js[:300]) == 1
-    rest = text.replace(plotly_js, "")  # plotly.js itself names its CDN as a default for topojson
-    assert "<script src" not in rest and "cdn.plot.ly" not in rest and "https://" not in rest
+    # plotly.js once, beside the page (offline), shared by every report written to that folder
+    (src,) = re.findall(r'<script src="([^"]+)"', text)
+    assert (tmp_path / src).read_text() == plotly.offline.get_plotlyjs()
+    assert "cdn.plot.ly" not in text and "https://" not in text
+    assert len(text.encode()) < 2 * MiB
+    build_report([run], tmp_path / "again.html", "html")
+    assert sorted(p.name for p in tmp_path.glob("*.js")) == [src]
     assert "<script>alert" not in text
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in text
     assert "needs &lt;b&gt;CUDA&lt;/b&gt;" in text
@@ -158,7 +224,7 @@ def test_report_renders_without_optional_fields(tmp_path):
         for key in ("artifacts", "timeline_file", "gpu_peak_allocated_bytes", "loss"):
             rec.pop(key)
     frame = tidy(load_results(write_run(tmp_path, recs, timelines=False)))
-    text = report_html(frame, [("run-a", {})], {}, tmp_path, plotly_js="")
+    text = report_html(frame, [("run-a", {})], {}, tmp_path, plotly_src="plotly.js")
     assert "Memory timelines" not in text and "Memory breakdown" not in text and "History" not in text
     assert text.count('<tr class="bad">') == 1 and text.count('<tr class="skip">') == 1
     assert 'data-expected="1"' in text  # the baseline alone still gets its Pareto point
@@ -181,7 +247,14 @@ def test_markdown_summary_is_a_table_per_group_with_escaped_cells(tmp_path):
     recs[3]["error"] = "needs a | pipe and <html>"
     out = build_report([write_run(tmp_path, recs)], tmp_path / "summary.md", "md").read_text()
     assert out.count("### ") == 2
-    assert "| activation_checkpointing | ok | 250.0 | 0.625 | 1.273 | +0 |  |" in out
+    assert "| activation_checkpointing | ok | 250.0 | 0.62 | 52.1 |" not in out  # no tensor peak column: none
+    assert (
+        "| technique | status | process peak, MiB | process peak / baseline | step time median, ms |" in out
+    )
+    assert "| activation_checkpointing | ok | 250.0 | 0.62 | 140.0 | 1.27 | 7,314 | = |  |" in out
+    assert (
+        "| autocast_bf16 | ok | 90.0 | 0.75 | 110.0 | 1.00 | 9,309 | +0.01 |" in out
+    )  # infer: no note column
     assert "needs a \\| pipe and &lt;html&gt;" in out
     assert "6 cases: 5 ok, 1 unsupported." in out
 
@@ -225,5 +298,103 @@ def test_report_of_a_results_root_includes_history(tmp_path):
     write_run(tmp_path, smoke_records("run-a"), make_manifest("run-a", "c1", "2025-01-01T00:00:00Z"))
     write_run(tmp_path, smoke_records("run-b"), make_manifest("run-b", "c2", "2025-01-02T00:00:00Z"))
     text = build_report([tmp_path], tmp_path / "out" / "r.html", "html").read_text()
-    assert "<h2>History</h2>" in text and 'data-expected="8"' in text
+    assert "<h2>History</h2>" in text and 'data-expected="7"' in text  # 2 Pareto, 2 timelines, 3 history
+    assert "<title>harness report: suite smoke, run run-b</title>" in text
+    assert "history over 2 runs: run-a, run-b" in text
     assert Path(tmp_path / "out" / "r.html").is_file()
+
+
+# ---- what the page shows (issue 13 item 4) ------------------------------------------------------------
+
+
+def test_nested_and_flattened_specs_pair_with_the_same_baseline_key():
+    spec = make_record(techniques=("ckpt",))["spec"]
+    base = make_record()["spec"]
+    assert baseline_key(spec) == baseline_key(base)  # the techniques differ, nothing else
+    assert baseline_key(spec) == baseline_key(flatten(spec))  # tidy reads flattened `spec.*` columns
+    assert baseline_key({**base, "seq_len": 64}) != baseline_key(base)
+
+
+def test_timelines_start_at_each_cases_base_and_align_at_phase_marks():
+    # GIVEN two cases whose phases last different times and whose bases differ by 100 MiB
+    fast, slow = make_timeline(50 * MiB), make_timeline(80 * MiB, n=400, base=340 * MiB)
+    assert fast["phases"][1]["t_start_s"] != slow["phases"][1]["t_start_s"]
+    recs = [
+        make_record(peak=50 * MiB, host_rss_base_bytes=240 * MiB),
+        make_record(techniques=("x",), peak=80 * MiB, host_rss_base_bytes=340 * MiB),
+    ]
+    rows = records(tidy(pd.DataFrame([_flat(r) for r in recs])))
+    timelines = {(r["run_id"], r["case_id"]): tl for r, tl in zip(rows, (fast, slow), strict=True)}
+    ((_title, fig),) = timeline_figures(tidy(pd.DataFrame([_flat(r) for r in recs])), timelines)
+    # THEN both start at 0 MiB (their own base) and peak at their own growth; the x axis is in phases
+    for trace, peak in zip(fig.data, (50, 80), strict=True):
+        assert min(trace.y) == pytest.approx(0.0, abs=0.01) and max(trace.y) == pytest.approx(peak, abs=0.5)
+        assert min(trace.x) == 0.0 and max(trace.x) == pytest.approx(len(TIMELINE_PHASES))
+    # each case's own phase boundaries map to the same x: 1.0 is the start of warm-up for both
+    for tl in (fast, slow):
+        t_warmup = tl["phases"][1]["t_start_s"]
+        keep, xs = phase_axis(tl["t_s"], tl["phases"])
+        i = min(range(len(keep)), key=lambda j: abs(tl["t_s"][keep[j]] - t_warmup))
+        assert xs[i] == pytest.approx(1.0, abs=0.02)
+    # one shaded band per phase, labelled once on the axis: nothing overprints
+    assert len(fig.layout.shapes) == len(TIMELINE_PHASES) and not fig.layout.annotations
+    assert list(fig.layout.xaxis.ticktext) == list(TIMELINE_PHASES)
+
+
+def test_quality_colour_is_neutral_inside_the_noise_band():
+    assert quality_colour(2e-5, 1e-3) == 0.0 and quality_colour(-2e-5, 1e-3) == 0.0
+    assert quality_colour(0.05, 1e-3) == 0.05 and quality_colour(None, None) == 0.0
+    recs = [make_record(heldout_loss_nats=4.5), make_record(techniques=("x",), heldout_loss_nats=4.50002)]
+    ((_title, fig),) = pareto_figures(savings(tidy(pd.DataFrame([_flat(r) for r in recs]))))
+    marker = fig.data[1].marker
+    assert list(marker.color) == [0.0, 0.0] and "nats" in marker.colorbar.title.text
+
+
+def test_tables_show_the_gated_figure_exactness_and_kl_with_units_and_no_empty_or_debug_text(tmp_path):
+    recs = smoke_records()
+    recs[0]["breakdown"] = {"tensor_peak_bytes": 300 * MiB}
+    recs[1].update(breakdown={"tensor_peak_bytes": 150 * MiB}, exactness="ok")
+    recs[4]["kl_divergence_nats"] = 0.0
+    recs[5]["kl_divergence_nats"] = 1.2e-5
+    run = write_run(tmp_path / "results", recs)
+    text = build_report([run], tmp_path / "r.html", "html").read_text()
+    train, infer = text.split("<h3>ci / train")[1], text.split("<h3>ci / infer")[1].split("<h3>")[0]
+    assert "tensor peak, MiB" in train and '<span class="gated"' in train  # policy.yaml gates it
+    assert ">exactness<" in train and ">ok<" in train
+    assert "KL vs reference, nats" in infer and "KL vs reference" not in train.split("<h3>")[0]
+    assert ">exactness<" not in infer  # no row has one: no empty column
+    shown = text.split("<details>")[0]  # the raw manifest is folded away under "full manifest"
+    assert "plots rendered" not in text and "gpu_name" not in shown and ">[]<" not in text
+    for raw in ("peak_bytes</th>", "techniques_name", "step_time_s_median</th>"):
+        assert raw not in text
+    headers = re.findall(r"<th[^>]*>([^<]*)", text.split("Savings against baseline")[1].split("<h2>")[0])
+    numeric = [h for h in headers if h and h not in ("technique", "status", "note", "exactness")]
+    assert numeric and all("," in h or "/ baseline" in h for h in numeric), numeric  # unit or ratio
+
+
+def test_the_policy_decides_which_figure_is_marked_gated(tmp_path):
+    recs = smoke_records()
+    recs[0]["breakdown"] = {"tensor_peak_bytes": 300 * MiB}
+    run = write_run(tmp_path / "results", recs)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nmetrics:\n  breakdown.tensor_peak_bytes: {gate: false}\n")
+    proc = run_cli("report", str(run), "-o", str(tmp_path / "r.html"), "--policy", str(policy))
+    assert proc.returncode == 0, proc.stderr
+    table = (tmp_path / "r.html").read_text().split("<h3>ci / train")[1].split("</thead>")[0]
+    # the process peak is gated by the defaults; the tensor peak no longer
+    assert re.search(r"process peak, MiB <span class=\"gated\"", table)
+    assert not re.search(r"tensor peak, MiB <span class=\"gated\"", table)
+
+
+def test_every_smoke_case_finds_its_baseline_by_the_case_property():
+    from harness.suite.load import load_suite
+    from tests.conftest import ROOT
+
+    cases = load_suite(ROOT / "suites" / "smoke.yaml").cases
+    baselines = {c.baseline_key: c for c in cases if not c.techniques}
+    assert len(baselines) == 3  # ci/train, ci/infer, ci-deep/train-long
+    for case in cases:
+        base = baselines[case.baseline_key]
+        assert (base.model_name, base.workload_name) == (case.model_name, case.workload_name)
+        # the same key the runner's exactness check and the report compute from the record's spec
+        assert baseline_key(case.model_dump(mode="json")) == case.baseline_key

@@ -11,7 +11,7 @@ from harness.compare.judge import Comparison, compare
 from harness.compare.outputs import json_text, render_terminal, to_junit, to_markdown
 from harness.compare.policy import PolicyFile, load_policy
 from harness.compare.snapshot import Snapshot, load_snapshot, write_baseline
-from harness.errors import EXIT_OK
+from harness.errors import EXIT_OK, write_text_file
 
 __all__ = ["Comparison", "compare", "compare_snapshots", "run_compare"]
 
@@ -45,7 +45,9 @@ def run_compare(
     shown, and the exit code is 0: refreshing is the deliberate acceptance of what changed.
     """
     console = console or Console()
-    policy = load_policy(policy_file)
+    policy_file = policy_file or default_policy_path()
+    policy = load_policy(policy_file) if policy_file is not None else NO_FILE_POLICY
+    policy_line = f"policy: {policy_file or 'built-in defaults (step times shown, not gated)'}"
     names = _metric_names(policy, [None, *policy.suites])
     cur = load_snapshot(current, names)
     if update_baseline and not baseline.exists():
@@ -58,6 +60,7 @@ def run_compare(
     if fmt == "github":  # stdout is the comment: nothing else may be printed there
         print(to_github(comparison), end="")
     else:
+        console.print(policy_line, markup=False)
         render_terminal(comparison, console)
     _write_outputs(comparison, junit=junit, md=md, json_out=json_out)
     if update_baseline:
@@ -67,10 +70,20 @@ def run_compare(
     return comparison.exit_code
 
 
+# The committed policy, used when --policy is not given and the file is there (run from a checkout).
+COMMITTED_POLICY = Path("results") / "baselines" / "policy.yaml"
+# Without any policy file, step times are shown but never gated: the two sides may come from different
+# passes, machines or loads, and an A/A pair on one shared machine already moves past any fixed threshold.
+NO_FILE_POLICY = PolicyFile(metrics={"step_time_s": {"gate": False}})
+
+
+def default_policy_path() -> Path | None:
+    return COMMITTED_POLICY if COMMITTED_POLICY.is_file() else None
+
+
 def _write_outputs(
     comparison: Comparison, *, junit: Path | None, md: Path | None, json_out: Path | None
 ) -> None:
     for path, text in ((junit, to_junit), (md, to_markdown), (json_out, json_text)):
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text(comparison), encoding="utf-8")
+            write_text_file(path, text(comparison))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import asdict
 from typing import Any
@@ -18,6 +19,7 @@ from harness.compare.judge import (
     MISSING,
     NEW,
     NOT_COMPARABLE,
+    QUALITY_ENV,
     REGRESSED,
     STATUSES,
     Comparison,
@@ -63,16 +65,27 @@ def ordered(comparison: Comparison) -> list[Verdict]:
 
 
 def headline(comparison: Comparison) -> str:
-    counts = ", ".join(f"{n} {s}" for s, n in comparison.counts().items()) or "nothing compared"
+    """Counts of gated verdicts only (those decide the exit code); ungated rows are counted apart."""
+    counts = ", ".join(f"{n} {s}" for s, n in comparison.counts().items()) or "no gated verdicts"
+    shown = comparison.ungated_count
+    extra = f" ({shown} not gated, shown only)" if shown else ""
     code = comparison.exit_code
-    return f"{counts}. Exit {code}: {EXIT_MEANING[code]}."
+    return f"{counts}{extra}. Exit {code}: {EXIT_MEANING[code]}."
 
 
 def env_lines(comparison: Comparison) -> list[str]:
-    blocked = (
-        "shown only (--allow-env-change)" if comparison.allow_env_change else "memory and time not judged"
-    )
-    return [f"environment differs: {k} {b} -> {c} ({blocked})" for k, (b, c) in comparison.env_diff.items()]
+    def blocked(k: str) -> str:
+        return (
+            "shown only (--allow-env-change)"
+            if comparison.allow_env_change
+            else "quality, memory and time not judged"
+            if k in QUALITY_ENV
+            else "memory and time not judged"
+        )
+
+    return [
+        f"environment differs: {k} {b} -> {c} ({blocked(k)})" for k, (b, c) in comparison.env_diff.items()
+    ]
 
 
 def render_terminal(comparison: Comparison, console: Console, *, all_rows: bool = False) -> None:
@@ -162,4 +175,15 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
 
 
 def json_text(comparison: Comparison) -> str:
-    return json.dumps(to_json(comparison), indent=1, sort_keys=True, allow_nan=False) + "\n"
+    """Strict JSON: a NaN or infinite figure is written as null (its verdict's detail says what it was)."""
+    return json.dumps(_finite_only(to_json(comparison)), indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _finite_only(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_only(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_only(v) for v in value]
+    return value

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from harness import metrics
 from harness.errors import HarnessError
 
 MiB = 1024 * 1024
@@ -64,15 +65,15 @@ class QualityPolicy(_Strict):
 MetricPolicy = Annotated[MemoryPolicy | TimePolicy | QualityPolicy, Field(discriminator="kind")]
 _METRIC = TypeAdapter(MetricPolicy)
 
-DEFAULT_METRICS: dict[str, MemoryPolicy | TimePolicy | QualityPolicy] = {
-    "host_rss_peak_above_base_bytes": MemoryPolicy(),
-    "gpu_peak_allocated_bytes": MemoryPolicy(),
-    "gpu_peak_reserved_bytes": MemoryPolicy(),
-    "step_time_s": TimePolicy(),
-    "final_loss": QualityPolicy(),
-    "heldout_loss_nats": QualityPolicy(),
-    "kl_divergence_nats": QualityPolicy(),
-}
+_POLICY_OF_GATE = {"memory": MemoryPolicy, "time": TimePolicy, "quality": QualityPolicy}
+
+
+def default_metrics() -> dict[str, MemoryPolicy | TimePolicy | QualityPolicy]:
+    """The metric catalog says which metrics are judged by default, and how (harness/metrics/catalog.py)."""
+    return {name: _POLICY_OF_GATE[str(m.gate)]() for name, m in metrics.gate_defaults().items()}
+
+
+DEFAULT_METRICS = default_metrics()
 
 
 class SuitePolicy(_Strict):
@@ -86,7 +87,7 @@ class PolicyFile(_Strict):
 
     def for_suite(self, suite: str | None) -> dict[str, MemoryPolicy | TimePolicy | QualityPolicy]:
         """Defaults, then this file's metrics, then its suite's metrics; each layer merges field by field."""
-        resolved = dict(DEFAULT_METRICS)
+        resolved = default_metrics()
         layers = [self.metrics]
         if suite is not None and suite in self.suites:
             layers.append(self.suites[suite].metrics)

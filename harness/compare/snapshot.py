@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import EXIT_INSUFFICIENT, HarnessError, write_text_file
 from harness.results.load import Run, flatten, read_run
 
 BASELINE_VERSION = 1
@@ -41,6 +41,8 @@ class Snapshot:
     env: dict[str, Any]
     cases: list[CaseMetrics]
     run: dict[str, Any] = field(default_factory=dict)  # run_id, commit, started_at of the run it came from
+    # What could not be read from the source: the comparison cannot vouch for a run it only half read.
+    problems: tuple[str, ...] = ()
 
     def by_id(self) -> dict[str, CaseMetrics]:
         return {c.case_id: c for c in self.cases}
@@ -50,13 +52,23 @@ class Snapshot:
 
 
 def metric_value(flat: dict[str, Any], name: str) -> Metric:
-    """A metric of a flattened record: a number, a list of samples (step_time_s), or None."""
+    """A metric of a flattened record: a number, a list of samples (step_time_s), or None. NaN and inf
+    are kept (the judge fails them); a value that is not a number at all is None."""
     if name == "final_loss":
         loss = flat.get("loss")
-        return float(loss[-1]) if isinstance(loss, list) and loss else None
-    value = flat.get(name)
+        return _number(loss[-1]) if isinstance(loss, list) and loss else None
+    return stored_value(flat.get(name))
+
+
+def stored_value(value: Any) -> Metric:
+    """A number, or a non-empty list of numbers (non-numbers dropped), else None."""
     if isinstance(value, list):
-        return [float(v) for v in value] if value else None
+        numbers = [float(n) for n in map(_number, value) if n is not None]
+        return numbers or None
+    return _number(value)
+
+
+def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if isinstance(value, float) else value
@@ -65,15 +77,20 @@ def metric_value(flat: dict[str, Any], name: str) -> Metric:
 def case_metrics(record: dict[str, Any], names: Iterable[str]) -> CaseMetrics:
     flat = flatten(record)
     metrics = {n: metric_value(flat, n) for n in names}
+    error = record.get("error")
     return CaseMetrics(
         case_id=str(record["case_id"]),
         case_name=str(record.get("case_name", record["case_id"])),
-        suite=record.get("suite"),
+        suite=_str_or_none(record.get("suite")),
         status=str(record.get("status", "ok")),
-        error=record.get("error"),
+        error=None if error is None else str(error),
         metrics={k: v for k, v in metrics.items() if v is not None},
-        timing_source=record.get("timing_source"),
+        timing_source=_str_or_none(record.get("timing_source")),
     )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def snapshot_of_run(run: Run, names: Iterable[str]) -> Snapshot:
@@ -81,7 +98,8 @@ def snapshot_of_run(run: Run, names: Iterable[str]) -> Snapshot:
     env = run.env
     origin = {"run_id": run.run_id, "commit": env.get("commit"), "started_at": env.get("started_at")}
     cases = [case_metrics(r, names) for r in run.records]
-    return Snapshot(source=str(run.run_dir), env=_env_only(env), cases=cases, run=origin)
+    problems = tuple(f"{run.run_dir}: {p}" for p in run.problems)
+    return Snapshot(str(run.run_dir), _env_only(env), cases, origin, problems)
 
 
 def _env_only(env: dict[str, Any]) -> dict[str, Any]:
@@ -94,14 +112,39 @@ def is_baseline_file(path: Path) -> bool:
 
 
 def read_baseline(path: Path) -> Snapshot:
+    """A committed baseline file; one that cannot be read is insufficient data (exit 3), never a pass."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise HarnessError(f"{path}: not a JSON baseline file ({exc.msg})") from exc
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise HarnessError(
+            f"{path}: not a readable JSON baseline file ({type(exc).__name__}: {str(exc)[:120]})",
+            EXIT_INSUFFICIENT,
+        ) from None
     if not isinstance(data, dict) or data.get("baseline_version") != BASELINE_VERSION:
+        # valid JSON of another kind: the wrong file was given, a usage error
         raise HarnessError(f"{path}: not a baseline file (baseline_version {BASELINE_VERSION} expected)")
-    cases = [CaseMetrics(**c) for c in data["cases"]]
-    return Snapshot(source=str(path), env=data.get("env", {}), cases=cases, run=data.get("source", {}))
+    raw_cases = data.get("cases")
+    if not isinstance(raw_cases, list):
+        raise HarnessError(f"{path}: `cases` is not a list", EXIT_INSUFFICIENT)
+    cases, problems = [], []
+    for i, raw in enumerate(raw_cases):
+        try:
+            cases.append(_baseline_case(raw))
+        except (TypeError, KeyError, ValueError) as exc:
+            problems.append(f"{path}: cases[{i}] is not a baseline case ({type(exc).__name__}: {exc})"[:300])
+    env: dict[str, Any] = data["env"] if isinstance(data.get("env"), dict) else {}
+    run: dict[str, Any] = data["source"] if isinstance(data.get("source"), dict) else {}
+    return Snapshot(str(path), env, cases, run, tuple(problems))
+
+
+def _baseline_case(raw: Any) -> CaseMetrics:
+    if not isinstance(raw, dict) or not isinstance(raw.get("case_id"), str):
+        raise ValueError("a mapping with a case_id is expected")
+    metrics = raw.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        raise ValueError("metrics is not a mapping")
+    values = {str(k): stored_value(v) for k, v in metrics.items()}
+    return CaseMetrics(**{**raw, "metrics": {k: v for k, v in values.items() if v is not None}})
 
 
 def load_snapshot(path: Path, names: Iterable[str]) -> Snapshot:
@@ -130,6 +173,5 @@ def write_baseline(snapshot: Snapshot, path: Path) -> Path:
         raise HarnessError(
             f"{path}: a baseline file must end in .json (e.g. results/baselines/smoke-cpu.json)"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(baseline_json(snapshot), encoding="utf-8")
+    write_text_file(path, baseline_json(snapshot))
     return path

@@ -6,12 +6,40 @@ A suite names a size and may override any field; the resolved config is part of 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 PosEncoding = Literal["learned", "sinusoidal"]
 Activation = Literal["relu", "gelu"]
 AttentionImpl = Literal["explicit", "sdpa"]
+
+
+class ConfigValueError(ValueError):
+    """A ModelConfig field outside its range; `field` names it so a suite error can point at the key."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+def range_problems(fields: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, problem) for every value a model cannot be built with (a type error is the schema's job)."""
+    out = []
+    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len"):
+        value = fields.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            out.append((name, f"must be an integer >= 1 (got {value!r})"))
+    dropout = fields.get("dropout")
+    if isinstance(dropout, (int, float)) and not 0.0 <= dropout < 1.0:
+        out.append(("dropout", f"must be in [0, 1) (got {dropout!r})"))
+    eps = fields.get("layer_norm_eps")
+    if isinstance(eps, (int, float)) and not (math.isfinite(eps) and eps > 0):
+        out.append(("layer_norm_eps", f"must be a finite number > 0 (got {eps!r})"))
+    d, h = fields.get("d_model"), fields.get("n_heads")
+    if isinstance(d, int) and isinstance(h, int) and d >= 1 and h >= 1 and d % h:
+        out.append(("n_heads", f"d_model {d} is not divisible by n_heads {h}"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -38,8 +66,9 @@ class ModelConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        problems = range_problems(dataclasses.asdict(self))
+        if problems:
+            raise ConfigValueError(*problems[0])
 
     @property
     def head_dim(self) -> int:

@@ -1,4 +1,4 @@
-"""Reports people read: one self-contained HTML page, a markdown summary, or the tidy table as data."""
+"""Reports people read: one offline HTML page, a markdown summary, or the tidy table as data."""
 
 from harness.report.build import FORMATS, build_report, report_html
 

@@ -7,27 +7,31 @@ between (tidy, figures, html, markdown) are pure functions, tested on hand-made 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import plotly
 import plotly.offline
 
 from harness.errors import HarnessError
 from harness.report import figures as figs
 from harness.report import html as page
 from harness.report.export import export_table
+from harness.report.gate import gated_memory_metrics
 from harness.report.markdown import summary_markdown
 from harness.report.tidy import has_breakdown, latest_run, records, run_order, savings, tidy
-from harness.results.load import Run, frame_of_runs, read_run, run_paths
+from harness.results.load import Run, frame_of_runs, inside_run, read_run, run_paths
 
 FORMATS = {"html": ".html", "md": ".md", "csv": ".csv", "parquet": ".parquet"}
 Timelines = Mapping[tuple[str, str], Mapping[str, Any]]
 
 
-def build_report(paths: Sequence[Path], out: Path, fmt: str = "html") -> Path:
-    """Write the report of the given runs (run directories, results.jsonl files, or a results root)."""
+def build_report(paths: Sequence[Path], out: Path, fmt: str = "html", policy: Path | None = None) -> Path:
+    """Write the report of the given runs (run directories, results.jsonl files, or a results root).
+    `policy`: the compare policy whose gated memory figure the tables mark (default: the committed one)."""
     if fmt not in FORMATS:
         raise HarnessError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
     runs = [read_run(p) for p in run_paths(paths)]
@@ -40,14 +44,28 @@ def build_report(paths: Sequence[Path], out: Path, fmt: str = "html") -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt in ("csv", "parquet"):
         return export_table(frame, target, fmt)
+    gated = gated_memory_metrics(policy, str(latest_run(frame)["suite"].iloc[0]))
     if fmt == "md":
-        target.write_text(summary_markdown(savings(latest_run(frame))), encoding="utf-8")
+        target.write_text(summary_markdown(savings(latest_run(frame)), gated), encoding="utf-8")
         return target
     timelines = load_timelines(runs, latest_run(frame))
     manifests = [(run.run_id, run.manifest) for run in runs]
-    html = report_html(frame, manifests, timelines, target.parent, plotly.offline.get_plotlyjs())
+    bundle = write_plotly_bundle(target.parent)
+    html = report_html(frame, manifests, timelines, target.parent, bundle, gated)
     target.write_text(html, encoding="utf-8")
     return target
+
+
+def write_plotly_bundle(folder: Path) -> str:
+    """plotly.js once per folder, shared by every report in it (4.6 MB that each page would otherwise
+    carry); returns its name relative to the pages."""
+    name = f"plotly-{plotly.__version__}.min.js"
+    path = folder / name
+    if not path.is_file():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
+        tmp.replace(path)
+    return name
 
 
 def load_timelines(runs: Sequence[Run], frame: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
@@ -55,12 +73,20 @@ def load_timelines(runs: Sequence[Run], frame: pd.DataFrame) -> dict[tuple[str, 
     dirs = {run.run_id: run.run_dir for run in runs}
     timelines = {}
     for row in records(frame):
+        run_dir = dirs.get(str(row["run_id"]))
+        # Only a file inside the run's own directory: a hand-edited timeline_file elsewhere is ignored.
         rel = row.get("timeline_file")
-        path = dirs.get(str(row["run_id"]), Path(".")) / str(rel) if rel else None
-        if path is not None and path.is_file():
-            timelines[(str(row["run_id"]), str(row["case_id"]))] = json.loads(
-                path.read_text(encoding="utf-8")
-            )
+        path = inside_run(run_dir, rel) if run_dir is not None else None
+        if path is None and isinstance(rel, str) and rel:
+            print(f"note: case {row['case_id']}: timeline_file {rel[:200]!r} is not a file inside its run "
+                  f"directory; ignored", file=sys.stderr)  # fmt: skip
+        if path is not None:
+            try:
+                timelines[(str(row["run_id"]), str(row["case_id"]))] = json.loads(
+                    path.read_text(encoding="utf-8")
+                )
+            except (OSError, ValueError, RecursionError):
+                continue  # an unreadable timeline leaves its case without a plot, not the report
     return timelines
 
 
@@ -69,7 +95,8 @@ def report_html(
     manifests: Sequence[tuple[str, Mapping[str, Any]]],
     timelines: Timelines,
     out_dir: Path,
-    plotly_js: str,
+    plotly_src: str,
+    gated: Collection[str] = (),
 ) -> str:
     """The whole page from the tidy table; the latest run is detailed, earlier runs feed the history."""
     latest = latest_run(frame)
@@ -83,18 +110,17 @@ def report_html(
     count = sum(len(f) for _, f in sections)
     runs = run_order(frame)
     summary = (
-        f"{len(latest)} cases in run {latest['run_id'].iloc[0]}"
-        f" ({', '.join(f'{n} {s}' for s, n in latest['status'].value_counts().items())})"
-        + (f"; history over {len(runs)} runs" if len(runs) > 1 else "")
+        f"{len(latest)} cases ({', '.join(f'{n} {s}' for s, n in latest['status'].value_counts().items())})"
+        + (f"; history over {len(runs)} runs: {', '.join(runs)}" if len(runs) > 1 else "")
     )
     return page.render_page(
-        title=f"harness report: {latest['suite'].iloc[0]}",
+        title=f"harness report: suite {latest['suite'].iloc[0]}, run {runs[-1]}",
         summary=summary,
         sections=[
-            ("Savings against baseline", page.savings_tables(saved, out_dir)),
+            ("Savings against baseline", page.savings_tables(saved, out_dir, gated)),
             *[(name, page.figure_divs(f)) for name, f in sections],
             ("Provenance", page.provenance(manifests)),
         ],
         figure_count=count,
-        plotly_js=plotly_js.replace("</script", "<\\/script"),
+        plotly_src=plotly_src,
     )

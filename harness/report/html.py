@@ -1,4 +1,4 @@
-"""Tables and figures -> ONE self-contained HTML page (plotly.js inlined once). Pure: returns a string.
+"""Tables and figures -> ONE offline HTML page (plotly.js: one shared file beside it). Pure: returns a string.
 
 Every string that came from a suite, a record or a manifest goes through `esc` (html.escape); the only
 raw HTML is this module's own markup and plotly's figure divs.
@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pandas as pd
 
+from harness import metrics
+from harness.metrics import Metric
 from harness.report.figures import Titled
 from harness.report.tidy import groups, is_missing, records
 from harness.results.load import flatten, run_env
 
-MiB = 1024 * 1024
 RENDER_STATUS_ID = "harness-render-status"
 
 STYLE = """
@@ -30,6 +32,9 @@ th{background:#f3f3f3;cursor:pointer;user-select:none}
 td.t,th.t{text-align:left}
 tr.bad td{background:#fde8e8} tr.skip td{background:#f4f4f4;color:#666}
 .note{color:#666;font-size:12px} .plot{margin-bottom:1em}
+ul.note{margin:0 0 1em;padding-left:1.2em} code{font-size:11px}
+.gated{font-size:10px;background:#2b6cb0;color:#fff;border-radius:3px;padding:0 3px;margin-left:3px}
+#harness-render-status:not(:empty){color:#b00;font-weight:bold}
 """
 
 # Runs first, before plotly: collects uncaught errors so a headless browser (and a reader) can see them.
@@ -61,21 +66,20 @@ window.addEventListener('load',function(){
   s.dataset.rendered=String(drawn); s.dataset.errors=String(window.harnessErrors.length);
   s.dataset.ok=String(drawn===expected && window.harnessErrors.length===0);
   var errors=window.harnessErrors.length?'; errors: '+window.harnessErrors.join(' | '):'';
-  s.textContent='plots rendered: '+drawn+' of '+expected+errors;
+  // Said only when something is wrong: a reader needs no "all fine" line.
+  if(drawn!==expected||errors){s.textContent=(expected-drawn)+' of '+expected+' charts did not draw'+errors+
+    (window.Plotly?'':' (plotly.js not found: keep PLOTLY_SRC beside this page)');}
 });
 """.replace("RENDER_STATUS_ID", RENDER_STATUS_ID)
 
 
+def prose(text: str) -> str:
+    """Catalog prose as HTML: escaped, `code` spans set as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(text))
+
+
 def esc(value: Any) -> str:
     return "" if is_missing(value) else html.escape(str(value), quote=True)
-
-
-def _num(value: Any, fmt: str, scale: float = 1.0) -> str:
-    """A table cell with the exact value in data-v (for sorting) and a rounded one shown."""
-    if is_missing(value):
-        return '<td data-v="">-</td>'
-    number = float(value)
-    return f'<td data-v="{number!r}">{format(number / scale, fmt)}</td>'
 
 
 def _text(value: Any, limit: int = 300) -> str:
@@ -99,55 +103,121 @@ def _artifacts(row: Mapping[str, Any], out_dir: Path) -> str:
     return f'<td class="t">{" ".join(links)}</td>'
 
 
-SAVINGS_HEADER = [
-    ("techniques", "t"),
-    ("status", "t"),
-    ("peak MiB", ""),
-    ("peak ratio", ""),
-    ("peak measured as", "t"),
-    ("step time median s", ""),
-    ("step time ratio", ""),
-    ("tokens/s", ""),
-    ("quality delta", ""),
-    ("quality from", "t"),
-    ("reason / note", "t"),
-    ("artefacts", "t"),
-]
+def savings_columns(rows: pd.DataFrame) -> list[Metric]:
+    """The catalog's table columns that have a value in at least one of these rows (no empty columns)."""
+    return [m for m in metrics.columns() if m.name in rows and rows[m.name].notna().any()]
 
 
-def _saving_tr(row: Mapping[str, Any], out_dir: Path) -> str:
+def _header(metric: Metric, gated: bool) -> str:
+    title = esc(metric.definition.replace("`", ""))
+    mark = ' <span class="gated" title="the figure the CI gate judges">gated</span>' if gated else ""
+    return f'<th title="{title}">{esc(metric.header)}{mark}</th>'
+
+
+def _metric_td(metric: Metric, row: Mapping[str, Any]) -> str:
+    value: Any = row.get(metric.name)
+    if metric.name == "quality_delta" and not is_missing(value):
+        noise: Any = row.get("quality_noise")
+        if not is_missing(noise) and abs(float(value)) <= float(noise):
+            why = f"{float(value):+.3g} nats, inside the noise band of +-{float(noise):.2g}"
+            return f'<td data-v="{float(value)!r}" title="{esc(why)}">=</td>'
+    if metric.kind == "label":
+        return _text(value)
+    if is_missing(value):
+        return '<td data-v="">-</td>'
+    return f'<td data-v="{float(value)!r}">{esc(metric.show(value))}</td>'
+
+
+def _note(row: Mapping[str, Any]) -> str:
+    return str((row["error"] if row["status"] != "ok" else row["baseline_note"]) or "")
+
+
+def _saving_tr(row: Mapping[str, Any], columns: Sequence[Metric], out_dir: Path, extra: Sequence[str]) -> str:
     cls = {"ok": "", "unsupported": "skip"}.get(str(row["status"]), "bad")
     cells = [
         _text(row["techniques_name"]),
         _text(row["status"]),
-        _num(row["peak_bytes"], ".1f", MiB),
-        _num(row["peak_ratio"], ".3f"),
-        _text(row["peak_metric"]),
-        _num(row["step_time_s_median"], ".4f"),
-        _num(row["step_time_ratio"], ".3f"),
-        _num(row["tokens_per_s"], ".0f"),
-        _num(row["quality_delta"], "+.4g"),
-        _text(row["quality_metric"]),
-        _text(row["error"] if row["status"] != "ok" else row["baseline_note"]),
-        _artifacts(row, out_dir),
+        *(_metric_td(m, row) for m in columns),
+        *([_text(_note(row))] if "note" in extra else []),
+        *([_artifacts(row, out_dir)] if "artefacts" in extra else []),
     ]
     return f'<tr class="{cls}">{"".join(cells)}</tr>'
 
 
-def savings_tables(saved: pd.DataFrame, out_dir: Path) -> str:
-    """One sortable table per model x workload; click a header to sort."""
-    head = "".join(f'<th class="{c}">{esc(h)}</th>' for h, c in SAVINGS_HEADER)
+def _sources(rows: pd.DataFrame, column: str) -> set[str]:
+    return {str(m) for m in rows[column] if not is_missing(m)}
+
+
+def _column_note(rows: pd.DataFrame, gated: Collection[str]) -> str:
+    """Which record figure each memory column shows, and which of them the gate judges."""
     parts = []
+    for label, column in (("tensor peak", "tensor_peak_metric"), ("process peak", "process_peak_metric")):
+        names = sorted(_sources(rows, column))
+        if names:
+            shown = " or ".join(f"{prose(metrics.get(n).definition)} (<code>{esc(n)}</code>)" for n in names)
+            parts.append(f"<b>{label}</b>: {shown}")
+    if any(n in gated for n in _sources(rows, "tensor_peak_metric") | _sources(rows, "process_peak_metric")):
+        parts.append("<b>gated</b>: the figure the CI gate judges (results/baselines/policy.yaml)")
+    parts.append(
+        "ratios are case / baseline (the case with the same definition and no techniques); "
+        "a quality change inside its gate's noise band shows as <b>=</b>"
+    )
+    return "<ul class='note'>" + "".join(f"<li>{p}</li>" for p in parts) + "</ul>"
+
+
+def savings_tables(saved: pd.DataFrame, out_dir: Path, gated: Collection[str] = ()) -> str:
+    """One sortable table per model x workload, columns and units from the metric catalog."""
+    parts = []
+    notes = {_column_note(rows, gated) for _, rows in groups(saved)}
     for label, rows in groups(saved):
         first = rows.iloc[0]
-        shape = f"batch {esc(first['batch_size'])}, seq {esc(first['seq_len'])}, {esc(first['device'])}"
-        body = "".join(_saving_tr(r, out_dir) for r in records(rows))
-        parts.append(
-            f"<h3>{esc(label)}</h3><p class='note'>{shape}; ratios are case / baseline of the same model, "
-            f"workload, batch, sequence length, device and dtype.</p>"
-            f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        columns = savings_columns(rows)
+        # Text columns only where some row has something to say (no always-empty columns).
+        extra = [
+            name
+            for name, present in (
+                ("note", any(_note(r) for r in records(rows))),
+                ("artefacts", any(bool(a) for a in rows["artifacts"])),
+            )
+            if present
+        ]
+        gated_columns = {
+            "tensor_peak_bytes": bool(_sources(rows, "tensor_peak_metric") & set(gated)),
+            "process_peak_bytes": bool(_sources(rows, "process_peak_metric") & set(gated)),
+        }
+        head = (
+            '<th class="t">technique</th><th class="t">status</th>'
+            + "".join(_header(m, gated_columns.get(m.name, False)) for m in columns)
+            + "".join(f'<th class="t">{name}</th>' for name in extra)
         )
-    return "".join(parts)
+        body = "".join(_saving_tr(r, columns, out_dir, extra) for r in records(rows))
+        shape = f"batch {esc(first['batch_size'])}, seq {esc(first['seq_len'])}, {esc(first['device'])}"
+        parts.append(
+            f"<h3>{esc(label)} <span class='note'>({shape}, {esc(first['dtype'])})</span></h3>"
+            f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            + (_column_note(rows, gated) if len(notes) > 1 else "")
+        )
+    # One explanation for the whole section when every table shows the same figures.
+    return (notes.pop() if len(notes) == 1 else "") + "".join(parts)
+
+
+ENV_LABELS = {
+    "commit": "git commit",
+    "dirty": "uncommitted changes",
+    "started_at": "started",
+    "harness": "harness version",
+    "torch": "torch version",
+    "python": "python version",
+    "cpu_model": "CPU",
+    "cpu_count": "CPU cores",
+    "gpu_name": "GPU",
+    "gpu_driver": "GPU driver",
+    "host": "host",
+}
+
+
+def _present(value: Any) -> bool:
+    return not is_missing(value) and value not in ("", [], {})
 
 
 def provenance(manifests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
@@ -155,18 +225,26 @@ def provenance(manifests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     parts = []
     for run_id, manifest in manifests:
         env = "".join(
-            f'<tr><th class="t">{esc(k)}</th><td class="t">{esc(v)}</td></tr>'
+            f'<tr><th class="t">{esc(ENV_LABELS.get(k, k))}</th><td class="t">{esc(_shown(v))}</td></tr>'
             for k, v in run_env(manifest).items()
+            if _present(v)
         )
         full = "".join(
             f'<tr><th class="t">{esc(k)}</th><td class="t">{esc(v)}</td></tr>'
             for k, v in flatten(manifest).items()
+            if _present(v)
         )
         parts.append(
             f"<h3>run {esc(run_id)}</h3><table>{env}</table>"
             f"<details><summary>full manifest</summary><table>{full}</table></details>"
         )
     return "".join(parts)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def figure_divs(figures: Sequence[Titled]) -> str:
@@ -183,17 +261,19 @@ def render_page(
     summary: str,
     sections: Sequence[tuple[str, str]],
     figure_count: int,
-    plotly_js: str,
+    plotly_src: str,
 ) -> str:
-    """The page: error trap, plotly.js (once), the sections' HTML, the sort and render-check scripts."""
+    """The page: error trap, plotly.js (the shared bundle beside the page), the sections' HTML, the sort
+    and render-check scripts."""
     body = "".join(
         f"<section><h2>{esc(name)}</h2>{content}</section>" for name, content in sections if content
     )
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{esc(title)}</title><style>{STYLE}</style>"
-        f"<script>{ERROR_TRAP}</script><script type='text/javascript'>{plotly_js}</script></head><body>"
+        f'<script>{ERROR_TRAP}</script><script src="{esc(plotly_src)}"></script></head><body>'
         f"<h1>{esc(title)}</h1><p>{esc(summary)}</p>"
         f'<p id="{RENDER_STATUS_ID}" class="note" data-expected="{figure_count}"></p>'
-        f"{body}<script>{SORT_JS}</script><script>{RENDER_CHECK_JS}</script></body></html>"
+        f"{body}<script>{SORT_JS}</script><script>{RENDER_CHECK_JS.replace('PLOTLY_SRC', esc(plotly_src))}"
+        "</script></body></html>"
     )

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
 
-from harness.report.tidy import groups, is_missing, records
-
-MiB = 1024 * 1024
-HEADER = ["techniques", "status", "peak MiB", "peak ratio", "step time ratio", "quality delta", "note"]
+from harness.metrics import Metric
+from harness.report.html import savings_columns
+from harness.report.tidy import groups, is_missing, quality_cell, records
 
 
 def cell(value: Any) -> str:
@@ -20,36 +20,48 @@ def cell(value: Any) -> str:
     return html.escape(str(value), quote=False).replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
 
-def _fmt(value: Any, fmt: str, scale: float = 1.0) -> str:
-    return "-" if is_missing(value) else format(float(value) / scale, fmt)
+def _value(metric: Metric, r: dict[str, Any]) -> str:
+    if metric.name == "quality_delta":
+        return quality_cell(r["quality_delta"], r["quality_noise"])
+    return cell(r[metric.name]) if metric.kind == "label" else metric.show(r[metric.name])
 
 
-def _row(r: dict[str, Any]) -> str:
+def _note(r: dict[str, Any]) -> str:
     note = r["error"] if r["status"] != "ok" else r["baseline_note"]
-    cells = [
-        cell(r["techniques_name"]),
-        cell(r["status"]),
-        _fmt(r["peak_bytes"], ".1f", MiB),
-        _fmt(r["peak_ratio"], ".3f"),
-        _fmt(r["step_time_ratio"], ".3f"),
-        _fmt(r["quality_delta"], "+.4g"),
-        cell(str(note)[:200] if not is_missing(note) else None),
-    ]
+    return "" if is_missing(note) else str(note)
+
+
+def _row(r: dict[str, Any], columns: list[Metric], notes: bool) -> str:
+    cells = [cell(r["techniques_name"]), cell(r["status"]), *(_value(m, r) for m in columns)]
+    if notes:
+        cells.append(cell(_note(r)[:200]))
     return "| " + " | ".join(cells) + " |"
 
 
-def summary_markdown(saved: pd.DataFrame) -> str:
-    """Headline counts, then one table per model x workload of the run's savings against its baseline."""
+def summary_markdown(saved: pd.DataFrame, gated: Collection[str] = ()) -> str:
+    """Headline counts, then one table per model x workload of the run's savings against its baseline;
+    columns, headers and units from the metric catalog, empty columns left out."""
     counts = saved["status"].value_counts().to_dict()
     run_id, commit = saved["run_id"].iloc[0], saved["run_commit"].iloc[0]
-    metrics = sorted({str(m) for m in saved["peak_metric"] if not is_missing(m)})
     lines = [
         f"## harness report: run {cell(run_id)} (commit {cell(commit)})",
         "",
         f"{len(saved)} cases: " + ", ".join(f"{n} {cell(s)}" for s, n in sorted(counts.items())) + ".",
-        f"Peak memory measured as: {', '.join(metrics) or 'nothing'}. Ratios are case / baseline.",
+        _sources(saved, gated),
     ]
     for label, rows in groups(saved):
-        lines += ["", f"### {cell(label)}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-        lines += [_row(r) for r in records(rows)]
+        columns = savings_columns(rows)
+        notes = any(_note(r) for r in records(rows))  # no always-empty column
+        header = ["technique", "status", *(m.header for m in columns), *(["note"] if notes else [])]
+        lines += ["", f"### {cell(label)}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [_row(r, columns, notes) for r in records(rows)]
     return "\n".join(lines) + "\n"
+
+
+def _sources(saved: pd.DataFrame, gated: Collection[str]) -> str:
+    parts = []
+    for label, column in (("tensor peak", "tensor_peak_metric"), ("process peak", "process_peak_metric")):
+        names = sorted({str(m) for m in saved[column] if not is_missing(m)})
+        marked = [f"`{n}`" + (" (gated)" if n in gated else "") for n in names]
+        parts.append(f"{label} = {', '.join(marked) or 'not measured'}")
+    return "; ".join(parts) + ". Ratios are case / baseline; `=`: a quality change inside its noise band."

@@ -1,9 +1,10 @@
 """Results DataFrame (load_results) -> tidy tables the figures and the HTML draw from. Pure: no I/O.
 
-Every row is one case in one run. "Peak memory" is the tensor figure where it exists (torch's
-`gpu_peak_allocated_bytes`), else the process figure above its post-import base
-(`host_rss_peak_above_base_bytes`); `peak_metric` names which, and ratios are only taken between rows
-that measured the same thing.
+Every row is one case in one run. Which figures exist, their names, units and the headline memory
+figures per device come from the metric catalog (harness.metrics): `tensor_peak_bytes` and
+`process_peak_bytes` side by side, `peak_bytes` the first of them present (tensor first); ratios are
+only taken between rows that measured the same figure, against the case's baseline as
+`harness.case.baseline_key` defines it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any
 
 import pandas as pd
 
+from harness import metrics
+from harness.case import baseline_key
+from harness.compare.policy import DEFAULT_METRICS, QualityPolicy
+
 BASELINE = "baseline"
-# Cases that differ only in techniques: each is compared against the baseline case with these equal.
+# How tables and figures group cases (one table / chart per group); pairing uses baseline_key.
 GROUP_KEYS = ["run_id", "model_name", "workload_name", "batch_size", "seq_len", "device", "dtype"]
-PEAK_METRICS = ("gpu_peak_allocated_bytes", "host_rss_peak_above_base_bytes")
-# Quality in order of preference: a held-out figure beats the training loss when the case recorded one.
-QUALITY_METRICS = ("heldout_loss_nats", "kl_divergence_nats", "final_loss")
+QUALITY_METRICS = metrics.QUALITY_ORDER
 BREAKDOWN_CATEGORIES = (
     "parameters",
     "buffers",
@@ -49,16 +52,24 @@ LABEL_COLUMNS = [
     "error",
     "timeline_file",
 ]
-METRIC_COLUMNS = [
-    "host_rss_peak_above_base_bytes",
-    "gpu_peak_allocated_bytes",
-    "gpu_peak_reserved_bytes",
-    "step_time_s_median",
-    "step_time_s_iqr",
-    "tokens_per_s",
-    "heldout_loss_nats",
-    "kl_divergence_nats",
-]
+
+
+def metric_columns() -> list[str]:
+    """Record figures the tables and figures read: every device's headline candidates, the catalog's
+    table columns the record itself carries, and what the timelines and notes need. Read from the
+    catalog at call time, so a new catalog column reaches the tables with no edit here."""
+    return list(
+        dict.fromkeys(
+            [
+                *(name for pair in metrics.HEADLINE_MEMORY.values() for names in pair for name in names),
+                "host_rss_base_bytes",
+                "step_time_s_iqr",
+                "loss_max_rel_diff_vs_baseline",
+                *metrics.QUALITY_ORDER[:-1],
+                *(m.name for m in metrics.columns() if m.scope == "record"),
+            ]
+        )
+    )
 
 
 def is_missing(value: Any) -> bool:
@@ -84,13 +95,19 @@ def _last(values: Any) -> float | None:
 
 def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
     techniques = row.get("techniques")
-    out = {col: row.get(col) for col in LABEL_COLUMNS + METRIC_COLUMNS}
+    record = metrics.Record({k: v for k, v in row.items() if not is_missing(v)})
+    out = {col: row.get(col) for col in LABEL_COLUMNS + metric_columns()}
     out["techniques_name"] = out["techniques_name"] or "+".join(techniques or []) or BASELINE
     out["is_baseline"] = (isinstance(techniques, list) and not techniques) or out[
         "techniques_name"
     ] == BASELINE
-    out["final_loss"] = _last(row.get("loss"))
-    out["peak_bytes"], out["peak_metric"] = _first_present(row, PEAK_METRICS)
+    out["baseline_key"] = _baseline_key(row)
+    out["final_loss"] = record.value("final_loss")
+    tensor, process = record.tensor_peak(), record.process_peak()
+    out["tensor_peak_bytes"], out["tensor_peak_metric"] = tensor.value, tensor.metric
+    out["process_peak_bytes"], out["process_peak_metric"] = process.value, process.metric
+    headline = tensor if tensor.metric is not None else process
+    out["peak_bytes"], out["peak_metric"] = headline.value, headline.metric
     out["quality"], out["quality_metric"] = _first_present(out, QUALITY_METRICS)
     # In a frame of several runs every row has every run's artefact columns; the missing ones are NaN.
     out["artifacts"] = {
@@ -102,6 +119,22 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
         for cat in BREAKDOWN_CATEGORIES:
             out[f"{kind}.{cat}_bytes"] = row.get(f"{kind}.{cat}_bytes")
     return out
+
+
+def _baseline_key(row: dict[str, Any]) -> str:
+    """The run and harness.case.baseline_key of the record's spec; records without a spec pair by labels."""
+    spec = {k.removeprefix("spec."): v for k, v in row.items() if k.startswith("spec.")}
+    labels = {k: row.get(k) for k in GROUP_KEYS}
+    return f"{row.get('run_id')}|" + baseline_key({**labels, **spec} if spec else labels)
+
+
+def quality_cell(delta: Any, noise: Any) -> str:
+    """A quality change; `=` when it is inside the noise band of its gate (no change to speak of)."""
+    if is_missing(delta):
+        return "-"
+    if not is_missing(noise) and abs(float(delta)) <= float(noise):
+        return "="
+    return metrics.get("quality_delta").show(delta)
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -151,20 +184,34 @@ def _ratio(num: Any, den: Any) -> float | None:
 
 def _saving_row(case: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
     ok_base = base is not None and base["status"] == "ok"
-    same_peak = ok_base and base is not None and base["peak_metric"] == case["peak_metric"]
-    same_quality = ok_base and base is not None and base["quality_metric"] == case["quality_metric"]
     row = dict(case)
-    row["peak_ratio"] = _ratio(case["peak_bytes"], base["peak_bytes"]) if same_peak and base else None
+    for figure in ("tensor_peak", "process_peak", "peak"):
+        same = ok_base and base is not None and base[f"{figure}_metric"] == case[f"{figure}_metric"]
+        row[f"{figure}_ratio"] = (
+            _ratio(case[f"{figure}_bytes"], base[f"{figure}_bytes"]) if same and base else None
+        )
     row["step_time_ratio"] = (
         _ratio(case["step_time_s_median"], base["step_time_s_median"]) if ok_base and base else None
     )
     row["tokens_per_s_ratio"] = (
         _ratio(case["tokens_per_s"], base["tokens_per_s"]) if ok_base and base else None
     )
+    same_quality = ok_base and base is not None and base["quality_metric"] == case["quality_metric"]
     quality_pair = same_quality and base is not None and not is_missing(case["quality"])
     row["quality_delta"] = float(case["quality"]) - float(base["quality"]) if quality_pair and base else None
-    row["baseline_note"] = _baseline_note(base, same_peak or not ok_base)
+    row["quality_noise"] = (
+        _quality_noise(case["quality_metric"], base["quality"]) if quality_pair and base else None
+    )
+    peak_comparable = not ok_base or (base is not None and base["peak_metric"] == case["peak_metric"])
+    row["baseline_note"] = _baseline_note(base, peak_comparable)
     return row
+
+
+def _quality_noise(metric: str, base_value: Any) -> float:
+    """The band a quality change inside is noise: the compare gate's tolerance for that metric."""
+    policy = DEFAULT_METRICS.get(metric)
+    tol = policy if isinstance(policy, QualityPolicy) else QualityPolicy()
+    return max(tol.abs_tol, tol.rel * abs(float(base_value)))
 
 
 def _baseline_note(base: dict[str, Any] | None, peak_comparable: bool) -> str:
@@ -175,14 +222,25 @@ def _baseline_note(base: dict[str, Any] | None, peak_comparable: bool) -> str:
     return "" if peak_comparable else "baseline measured a different peak"
 
 
+SAVINGS_COLUMNS = [
+    "tensor_peak_ratio",
+    "process_peak_ratio",
+    "peak_ratio",
+    "step_time_ratio",
+    "tokens_per_s_ratio",
+    "quality_delta",
+    "quality_noise",
+    "baseline_note",
+]
+
+
 def savings(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every case against the baseline of its group: memory and step-time ratios, quality delta."""
-    baselines: dict[tuple[Any, ...], dict[str, Any]] = {}
+    """Every case against its baseline (harness.case.baseline_key): memory and time ratios, quality change."""
+    baselines: dict[str, dict[str, Any]] = {}
     for row in records(frame[frame["is_baseline"]]):
-        baselines.setdefault(tuple(row[k] for k in GROUP_KEYS), row)
-    rows = [_saving_row(r, baselines.get(tuple(r[k] for k in GROUP_KEYS))) for r in records(frame)]
-    extra = ["peak_ratio", "step_time_ratio", "tokens_per_s_ratio", "quality_delta", "baseline_note"]
-    return with_nones(pd.DataFrame(rows, columns=[*frame.columns, *extra]))
+        baselines.setdefault(row["baseline_key"], row)
+    rows = [_saving_row(r, baselines.get(r["baseline_key"])) for r in records(frame)]
+    return with_nones(pd.DataFrame(rows, columns=[*frame.columns, *SAVINGS_COLUMNS]))
 
 
 def pareto_mask(memory: Sequence[float], speed: Sequence[float]) -> list[bool]:

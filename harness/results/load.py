@@ -17,7 +17,7 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.results.store import MANIFEST as MANIFEST_FILE
 from harness.results.store import RESULTS as RESULTS_FILE
-from harness.results.store import read_records
+from harness.results.store import read_records_checked
 
 # Environment fields a comparison shows (and, for memory, gates on), each with the flattened manifest
 # keys it may be found under (harness/results/provenance.py writes the first): the first present wins.
@@ -29,6 +29,9 @@ ENV_FIELDS: dict[str, tuple[str, ...]] = {
     "torch": ("torch_version", "versions.torch"),
     "python": ("python_version", "versions.python"),
     "cpu_model": ("cpu_model",),
+    "cpu_isa": ("cpu_isa",),
+    "cpu_microarch": ("cpu_microarch",),
+    "torch_build": ("torch_build",),
     "cpu_count": ("cpu_count",),
     "gpu_name": ("gpu_names", "gpu_name"),
     "gpu_driver": ("gpu_driver_version", "gpu_driver"),
@@ -44,6 +47,8 @@ class Run:
     run_id: str
     manifest: dict[str, Any]
     records: list[dict[str, Any]]
+    # What could not be read (bad lines, a manifest that does not parse): a gate treats any as missing data.
+    problems: tuple[str, ...] = ()
 
     @property
     def env(self) -> dict[str, Any]:
@@ -95,15 +100,41 @@ def results_file(path: Path) -> Path:
 
 def read_run(path: Path) -> Run:
     """Read one run (directory or results.jsonl); the manifest is optional (an empty one if absent).
-    A torn last line (the run was killed mid-write) is skipped, as the store does."""
+    Lines that are not records (a torn last line, a hand edit, a bad byte) are left out and named in
+    `problems`, as is a manifest that does not parse."""
     res = results_file(path)
-    manifest_path = res.parent / MANIFEST_FILE
-    manifest: dict[str, Any] = {}
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    records = read_records(res)
+    manifest, problems = read_manifest(res.parent / MANIFEST_FILE)
+    records, bad_lines = read_records_checked(res)
     run_id = str(manifest.get("run_id") or (records[0].get("run_id") if records else None) or res.parent.name)
-    return Run(run_dir=res.parent, run_id=run_id, manifest=manifest, records=records)
+    return Run(res.parent, run_id, manifest, records, tuple(problems + bad_lines))
+
+
+def read_manifest(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """(manifest, problems): an absent manifest is empty; an unreadable one is empty and a problem."""
+    if not path.is_file():
+        return {}, []
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        return {}, [f"{path.name}: unreadable ({type(e).__name__}: {str(e)[:120]})"]
+    if not isinstance(value, dict):
+        return {}, [f"{path.name}: a JSON {type(value).__name__}, not a manifest"]
+    return value, []
+
+
+def inside_run(run_dir: Path, rel: object) -> Path | None:
+    """`rel` (a path a record names, e.g. timeline_file) as a regular file inside run_dir, else None:
+    a hand-edited record must not make a report read files from elsewhere."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        return None
+    root = run_dir.resolve()
+    try:
+        path = (root / rel).resolve()
+    except (OSError, RuntimeError):
+        return None
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
 
 
 def run_frame(run: Run) -> pd.DataFrame:

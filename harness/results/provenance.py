@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
+from harness.results import fingerprint
 
 
 def _git(*args: str) -> str | None:
@@ -52,6 +53,9 @@ def collect(gpu_names: list[str], driver: str | None) -> dict[str, Any]:
         "python_executable": sys.executable,
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
+        "cpu_isa": fingerprint.cpu_isa(),
+        "cpu_microarch": fingerprint.cpu_microarch(),
+        "torch_build": fingerprint.torch_build(),
         "cpu_count": os.cpu_count(),
         "cuda_available": torch.cuda.is_available(),
         "cuda_version": torch.version.cuda,

@@ -47,6 +47,12 @@ def unsupported_record(case: CaseSpec, run_id: str, reason: str) -> dict[str, An
     return {**labels(case, run_id), "status": "unsupported", "error": reason, "started_at": t, "ended_at": t}
 
 
+def error_record(case: CaseSpec, run_id: str, cause: str) -> dict[str, Any]:
+    """A case that failed before (or around) its process: the cause, no figures."""
+    t = now_iso()
+    return {**labels(case, run_id), "status": "error", "error": cause, "started_at": t, "ended_at": t}
+
+
 def run_case(
     case: CaseSpec, run_dir: Path, run_id: str, nvml: Nvml | None, profile: str | None = None
 ) -> dict[str, Any]:

@@ -5,24 +5,17 @@ save memory cannot cost memory unless the measurement (or the technique) is wron
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from harness import techniques as techreg
-from harness.case import RUN_SETTINGS
+from harness.case import baseline_key
 
-# Spec fields that may differ between a case and its baseline: the technique combination itself, and
-# the run settings that do not change the math of the steps (the same ones a case id leaves out).
-_IGNORED = RUN_SETTINGS | {"techniques", "techniques_name"}
+__all__ = ["baseline_key", "check"]  # baseline_key: harness.case's one definition, used by the runner
 
 # Noise of the tensor peak: the CI gate's default tolerance (results/baselines/policy.yaml); the figure is
 # byte-identical run to run, so anything above this is a real difference.
 PEAK_NOISE_BYTES = 1 << 20
 PEAK_NOISE_FRACTION = 0.005
-
-
-def baseline_key(spec: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in spec.items() if k not in _IGNORED}, sort_keys=True)
 
 
 def check(record: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:

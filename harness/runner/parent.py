@@ -96,6 +96,7 @@ def run_pass(
     stderr_path = work_dir / f"stderr-{tag}.txt"
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
+    oom_kills_before = procmem.oom_kill_count()
     t0 = time.monotonic()
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
@@ -129,9 +130,16 @@ def run_pass(
         os.close(to_child_w)
         killed = _reap(proc, grace_s=0 if timed_out else 10)
         sampler.stop()
+    oom = _oom_killed(oom_kills_before)
     return _finish(
-        proc.returncode, timed_out, killed, sampler, phases, out_file, stderr_path, time.monotonic() - t0
+        proc.returncode, timed_out, killed, sampler, phases, out_file, stderr_path, time.monotonic() - t0, oom
     )
+
+
+def _oom_killed(before: int | None) -> bool | None:
+    """Whether the kernel recorded an OOM kill while the case ran; None where it keeps no record."""
+    after = procmem.oom_kill_count()
+    return None if before is None or after is None else after > before
 
 
 def _reap(proc: subprocess.Popen[bytes], grace_s: float) -> bool:
@@ -181,6 +189,8 @@ def _on_mark(msg: dict[str, Any], phases: list[Phase], pid: int, sampler: Sample
         return
     procmem.reset_hwm(pid)
     nxt = NEXT_PHASE[msg["mark"]]
+    if msg["mark"] == "imported":  # memory_limit_bytes counts from here: the imports are not the case's
+        sampler.base_bytes = procmem.rss_bytes(pid)
     # The reset sets the high-water mark to the RSS of this instant: sample it too, so the sampled peak
     # of the new phase starts from the same point as the kernel's.
     phases.append(Phase(nxt, current.t_end_s, sampler.sample_now()))
@@ -209,34 +219,57 @@ def _finish(
     out_file: Path,
     stderr_path: Path,
     wall: float,
+    oom_killed: bool | None = None,
 ) -> PassResult:
     child: dict[str, Any] = json.loads(out_file.read_text()) if out_file.exists() else {}
     tail = _tail(stderr_path)
     s = sampler.samples
     gpu_proc = max(s.gpu_process_bytes) if s.gpu_process_bytes else None
     gpu_dev = max(s.gpu_device_bytes) if s.gpu_device_bytes else None
-    status, error = _status(rc, timed_out, killed, sampler, child, tail)
+    status, error = _status(rc, timed_out, killed, sampler, child, tail, oom_killed)
     keep_tail = tail if status != "ok" else None
     return PassResult(status, error, child, phases, s, rc, keep_tail, wall, gpu_proc, gpu_dev)
 
 
 def _status(
-    rc: int | None, timed_out: bool, killed: bool, sampler: Sampler, child: dict[str, Any], tail: str
+    rc: int | None,
+    timed_out: bool,
+    killed: bool,
+    sampler: Sampler,
+    child: dict[str, Any],
+    tail: str,
+    oom_killed: bool | None = None,
 ) -> tuple[str, str | None]:
     if timed_out:
         return "timeout", None  # the caller words it with the limit
     if sampler.killed_for_memory is not None:
+        base = sampler.base_bytes or 0
         return (
             "oom",
-            f"host RSS {sampler.killed_for_memory} bytes exceeded memory_limit_bytes {sampler.limit}",
+            f"host RSS {sampler.killed_for_memory} bytes, {sampler.killed_for_memory - base} above the "
+            f"post-import base {base}, exceeded memory_limit_bytes {sampler.limit}",
         )
     if child.get("status"):
         return str(child["status"]), child.get("error")
-    if rc is not None and rc < 0 and -rc == signal.SIGKILL and not killed:
-        # Killed by SIGKILL that we did not send: on Linux that is the kernel's OOM killer.
-        return "oom", "killed by SIGKILL (the kernel's OOM killer) before it could report"
+    if rc is not None and rc < 0 and not killed:
+        return _signal_status(-rc, oom_killed)
     last = tail.strip().splitlines()[-1] if tail.strip() else ""
     return "error", f"case process exited with code {rc} without a result: {last}"[:500]
+
+
+def _signal_status(signum: int, oom_killed: bool | None) -> tuple[str, str]:
+    """A signal we did not send. SIGKILL is the OOM killer's only when the kernel's own counter says so
+    (cgroup memory.events / vmstat oom_kill); otherwise someone or something else killed the case."""
+    name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
+    if signum == signal.SIGKILL and oom_killed:
+        return "oom", "killed by the kernel's OOM killer (its oom_kill counter rose during the case)"
+    if signum == signal.SIGKILL and oom_killed is None:
+        return (
+            "error",
+            "killed by signal 9 (SIGKILL) from outside; the kernel keeps no OOM record here to tell",
+        )
+    why = " (not the OOM killer)" if signum == signal.SIGKILL else f" ({name})"
+    return "error", f"killed by signal {signum}{why} before it could report"
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

@@ -66,3 +66,52 @@ def reset_hwm(pid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def oom_kill_count() -> int | None:
+    """The kernel's own count of OOM kills that could have hit our case process: this cgroup's
+    memory.events `oom_kill` (cgroup v2) plus the system-wide /proc/vmstat `oom_kill`. None where the
+    kernel offers neither. A delta across a case tells an OOM kill from any other SIGKILL."""
+    counts = [c for c in (_cgroup_oom_kills(), _vmstat_oom_kills()) if c is not None]
+    return sum(counts) if counts else None
+
+
+def _read_counter(path: Path, key: str) -> int | None:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _cgroup_oom_kills() -> int | None:
+    """oom_kill of our memory cgroup: v2 memory.events, or v1 memory.oom_control (the mount may show our
+    own cgroup at its root inside a container, so the root is tried after the named path)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    root = Path("/sys/fs/cgroup")
+    candidates = []
+    for line in lines:
+        _, controllers, rel = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        rel = rel.lstrip("/")
+        if controllers == "":
+            candidates += [root / rel / "memory.events", root / "memory.events"]
+        if "memory" in controllers.split(","):
+            candidates += [
+                root / "memory" / rel / "memory.oom_control",
+                root / "memory" / "memory.oom_control",
+            ]
+    for path in candidates:
+        count = _read_counter(path, "oom_kill")
+        if count is not None:
+            return count
+    return None
+
+
+def _vmstat_oom_kills() -> int | None:
+    return _read_counter(Path("/proc/vmstat"), "oom_kill")

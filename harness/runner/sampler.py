@@ -85,6 +85,9 @@ class Sampler(threading.Thread):
         self.limit = memory_limit_bytes
         self.samples = Samples()
         self.killed_for_memory: int | None = None  # the RSS that crossed the limit
+        # RSS after the case's imports (set at the `imported` mark): the limit applies above it, so a
+        # 150 MB limit means 150 MB of the case's own memory, not of torch's import.
+        self.base_bytes: int | None = None
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._phase_max = 0
@@ -112,7 +115,13 @@ class Sampler(threading.Thread):
                     max(self._phase_gpu_max[0], gpu[0]),
                     max(self._phase_gpu_max[1], gpu[1]),
                 )
-        if self.limit is not None and rss > self.limit and self.killed_for_memory is None:
+        base = self.base_bytes
+        if (
+            self.limit is not None
+            and base is not None
+            and rss - base > self.limit
+            and not self.killed_for_memory
+        ):
             self.killed_for_memory = rss
             procmem.kill_group(self.pid)
         return rss

@@ -13,7 +13,7 @@ from harness.case import CaseSpec
 from harness.results import provenance
 from harness.results.store import RunStore
 from harness.runner import exactness
-from harness.runner.case_runner import now_iso, run_case, unsupported_record
+from harness.runner.case_runner import error_record, now_iso, run_case, unsupported_record
 from harness.runner.sampler import Nvml
 from harness.runner.session import context_for, techniques_for
 from harness.suite.load import LoadedSuite
@@ -90,24 +90,41 @@ def run_suite(
     resume: Path | None = None,
     progress: Progress | None = None,
     profile: str | None = None,
+    started: Callable[[Path], None] | None = None,
 ) -> RunOutcome:
+    """Run the suite's missing cases; `started` is told the run directory as soon as it exists."""
     nvml = Nvml()
     env = detect_environment()
     store = _open_store(suite, results_root, resume, nvml)
+    if started:
+        started(store.path)
+    try:
+        return _run_cases(suite, store, env, nvml, progress, profile)
+    finally:
+        store.unlock()
+
+
+def _run_cases(
+    suite: LoadedSuite,
+    store: RunStore,
+    env: Environment,
+    nvml: Nvml,
+    progress: Progress | None,
+    profile: str | None,
+) -> RunOutcome:
     done = store.done_ids()
-    baselines = {exactness.baseline_key(r["spec"]): r for r in store.records() if not r.get("techniques")}
+    baselines = {
+        exactness.baseline_key(r["spec"]): r
+        for r in store.records()
+        if not r.get("techniques") and isinstance(r.get("spec"), dict)  # a hand-edited line has no spec
+    }
     # Baselines first, so a technique meant to be exact can be checked against its baseline's losses.
     for case in sorted(suite.cases, key=lambda c: bool(c.techniques)):
         if case.case_id in done:
             continue
         if progress:
             progress(case, None)
-        reason = unsupported_reason(case, env)
-        if reason:
-            record = unsupported_record(case, store.run_id, reason)
-        else:
-            prepare_reference(case)
-            record = run_case(case, store.path, store.run_id, nvml, profile)
+        record = _run_one(case, store, env, nvml, profile)
         key = exactness.baseline_key(record["spec"])
         if not case.techniques:
             baselines[key] = record
@@ -120,9 +137,28 @@ def run_suite(
     return RunOutcome(store, [r for r in store.records() if r["case_id"] in wanted])
 
 
+def _run_one(
+    case: CaseSpec, store: RunStore, env: Environment, nvml: Nvml, profile: str | None
+) -> dict[str, Any]:
+    """The case's record, whatever happens: a crash while preparing it (reference weights, corpus, its
+    files) is the case's `error` with the cause, never the end of the suite."""
+    stage = "checking support"
+    try:
+        reason = unsupported_reason(case, env)
+        if reason:
+            return unsupported_record(case, store.run_id, reason)
+        stage = "preparing reference weights and corpus"
+        prepare_reference(case)
+        stage = "running the case"
+        return run_case(case, store.path, store.run_id, nvml, profile)
+    except Exception as e:  # the record says what broke; the suite goes on
+        cause = f"{type(e).__name__}: {e}".strip()
+        return error_record(case, store.run_id, f"setup failed while {stage}: {cause}"[:1000])
+
+
 def _open_store(suite: LoadedSuite, root: Path, resume: Path | None, nvml: Nvml) -> RunStore:
     if resume is not None:
-        store = RunStore.open_existing(resume)
+        store = RunStore.open_existing(resume, suite.sha256)
         store.update_manifest(resumed_at=now_iso(), ended_at=None)
         return store
     manifest = {

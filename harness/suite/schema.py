@@ -3,7 +3,7 @@ their own Config classes (see load.py), so adding one edits nothing here."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +19,7 @@ class Defaults(Strict):
     """Where cases run; cuda cases are `unsupported` on a machine without CUDA."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Parameter dtype of the model (bfloat16 = pure bf16 weights and optimizer state)."""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**63)
     """Seeds weights and data: every technique of a model sees the same weights and batches."""
     warmup_steps: int = Field(default=2, ge=0)
     """Steps run before measuring (allocator warm-up, lazy init); never measured."""
@@ -27,13 +27,14 @@ class Defaults(Strict):
     """Steps timed one by one; their median and IQR are reported."""
     repeats: int = Field(default=1, ge=1)
     """Timing processes per case: step times of all repeats are pooled (compare wants >= 3)."""
-    timeout_s: float = Field(default=900.0, gt=0)
+    timeout_s: float = Field(default=900.0, gt=0, le=7 * 24 * 3600, allow_inf_nan=False)
     """Wall-clock limit of one case process; past it the process group is killed -> `timeout`."""
     threads: int = Field(default=1, ge=1)
     """torch intra-op threads in the case: pinned, because 2 threads on 2 cores swing 0.8x-3.3x."""
     memory_limit_bytes: int | None = Field(default=None, gt=0)
-    """Host RSS limit of a case; above it the case is killed and recorded as `oom`."""
-    sample_interval_ms: float = Field(default=2.0, ge=1.0, le=20.0)
+    """Host memory limit of a case, counted above its RSS once its imports are done (torch's ~150 MB import
+    is not the case's): above it the case is killed and recorded as `oom`."""
+    sample_interval_ms: float = Field(default=2.0, ge=1.0, le=20.0, allow_inf_nan=False)
     """RSS (and NVML) sampling period of the parent, for the timeline and the sampled peak."""
     timing_pass: bool = True
     """Time steps in separate processes with the system allocator (see host_malloc_mmap_threshold_bytes)."""
@@ -66,9 +67,9 @@ class MatrixEntry(Strict):
     model: list[str] = Field(min_length=1)
     workload: list[str] = Field(min_length=1)
     techniques: list[str] = Field(min_length=1)
-    batch_size: list[int] | None = None
+    batch_size: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, min_length=1)
     """Overrides the workloads' batch sizes; each value makes its own case."""
-    seq_len: list[int] | None = None
+    seq_len: list[Annotated[int, Field(ge=2)]] | None = Field(default=None, min_length=1)
     """Overrides the workloads' sequence lengths; each value makes its own case."""
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     """Partial combinations to drop, e.g. {workload: infer, techniques: ckpt}."""
@@ -88,6 +89,7 @@ class Suite(Strict):
     models: dict[str, ModelEntry] = Field(min_length=1)
     workloads: dict[str, dict[str, Any]] = Field(min_length=1)
     """Named workloads: `kind` (train, infer, ...) and that kind's options."""
-    techniques: dict[str, list[str | dict[str, Any]]] = Field(min_length=1)
+    techniques: dict[str, list[Any]] = Field(min_length=1)
     """Named technique combinations: a list of technique names or {name: {options}}; [] is the baseline."""
-    matrix: MatrixEntry | list[MatrixEntry]
+    matrix: list[MatrixEntry] = Field(min_length=1)
+    """One matrix block or a list of them (load.py turns a single mapping into a list of one)."""

@@ -1,0 +1,61 @@
+"""The end-of-run table on hand-made records: fits 80 columns with a legend, readable at 160, never cuts."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console
+
+from harness.summary import print_summary
+from tests.fixtures_results import MiB, make_record
+
+LONG = ("activation_checkpointing", "weight_only_quantization")
+
+
+def records() -> list[dict[str, Any]]:
+    return [
+        make_record(peak=400 * MiB, breakdown={"tensor_peak_bytes": 300 * MiB}, heldout_loss_nats=4.5),
+        make_record(
+            techniques=LONG, peak=250 * MiB, breakdown={"tensor_peak_bytes": 150 * MiB}, heldout_loss_nats=4.6
+        ),
+        make_record(techniques=("sdpa_attention",), peak=330 * MiB, heldout_loss_nats=4.50001),
+        make_record(techniques=("fsdp",), status="unsupported", error="needs 2 CUDA devices; " + "x" * 120),
+    ]
+
+
+def render(width: int, gated: frozenset[str] = frozenset({"breakdown.tensor_peak_bytes"})) -> str:
+    out = io.StringIO()
+    print_summary(records(), Console(file=out, width=width, force_terminal=False), gated=gated)
+    return out.getvalue()
+
+
+def test_fits_80_columns_with_a_legend_and_never_truncates_a_name() -> None:
+    text = render(80)
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    # the long name wraps: the first column's pieces, read in order, give it back whole
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if "status" in line)
+    cut = lines[header].index("status")
+    first_column = "".join(line[:cut].strip() for line in lines[header + 2 :] if line.strip())
+    assert "+".join(LONG) in first_column
+    assert "…" not in text and "..." not in text
+    assert "T   tensor peak, MiB: breakdown.tensor_peak_bytes (* gated)" in text
+    assert "P   process peak, MiB: host_rss_peak_above_base_bytes" in text
+    # the error is printed whole under the table, not cut to a column
+    assert "fsdp: unsupported: something went wrong" in text or ("x" * 120) in text.replace("\n", "")
+
+
+def test_ratios_quality_noise_and_the_gated_mark() -> None:
+    text = render(160)
+    header = next(line for line in text.splitlines() if "MiB" in line)
+    assert "MiB *" in header  # the tensor peak column is the gated one
+    row = next(line for line in text.splitlines() if line.startswith(" sdpa_attention"))
+    cells = row.split()
+    # no tensor peak (breakdown off) -> '-' and no ratio; process 330 / 400; quality +1e-5: inside noise
+    assert cells[2:5] == ["-", "-", "330.0"] and cells[5] == "0.82" and cells[-1] == "="
+    lora_row = next(line for line in text.splitlines() if line.startswith(" activation"))
+    assert lora_row.split()[-1] == "+0.1"  # 4.6 - 4.5 nats: beyond noise
+    assert "(* gated)" in text
+    ungated = render(160, gated=frozenset())
+    assert "MiB *" not in ungated and "gated" not in ungated
