@@ -165,4 +165,7 @@ def mfu_for_device(case: CaseSpec, step_time_s: float, device_name: str | None =
         return mfu(case, step_time_s, found[0], f"table:{found[1]}")
     from harness.analysis.calibrate import cpu_peak_flop_per_s
 
-    return mfu(case, step_time_s, cpu_peak_flop_per_s(dtype, case.threads), "calibrated:cpu")
+    flops = flops_per_step(case).get("model_flops_per_step")
+    achieved = flops / step_time_s if flops and step_time_s > 0 else 0.0
+    peak = cpu_peak_flop_per_s(dtype, case.threads, at_least=achieved)
+    return mfu(case, step_time_s, peak, "calibrated:cpu")
