@@ -89,8 +89,11 @@ class CaseSpec(BaseModel):
 
     @property
     def uses_reference_weights(self) -> bool:
-        """Inference starts from weights trained on the corpus; training starts from the seeded init."""
-        return self.workload_kind == "infer" and self.data == "corpus" and self.reference_steps > 0
+        """Inference and generation start from weights trained on the corpus; training starts from the
+        seeded init."""
+        return (
+            self.workload_kind in ("infer", "generate") and self.data == "corpus" and self.reference_steps > 0
+        )
 
     @property
     def name(self) -> str:

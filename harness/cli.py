@@ -21,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from harness.console import table_console
 from harness.errors import EXIT_FAILED, EXIT_OK, HarnessError
 
 OK_STATUSES = ("ok", "unsupported")
@@ -109,12 +110,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def table_console() -> Console:
-    """stdout; in logs and CI (not a terminal) 160 columns rather than rich's 80, so tables stay readable."""
-    out = Console()
-    return out if out.is_terminal else Console(width=160)
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import build_report
 
@@ -182,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     _add_report(sub)
     _add_compare(sub)
+    from harness.estimate.cli import add_parser as add_estimate
+    from harness.fit.cli import add_parser as add_fit
+
+    add_estimate(sub)
+    add_fit(sub)
     return p
 
 

@@ -341,9 +341,15 @@ def predict(case: CaseSpec) -> dict[str, Any]:
     shape = shape_for(case)
     if isinstance(shape, str):
         return {"prediction_unavailable_reason": shape}
+    if case.workload_kind == "generate":
+        return generate_prediction(case, shape)
     if case.workload_kind not in ("train", "infer"):
         return {"prediction_unavailable_reason": f"no formula for workload kind {case.workload_kind!r}"}
-    params = sum(_numel(t) for t in model_shapes(shape)) * shape.param_bytes
+    if shape.kv_heads is not None and case.workload_kind == "train":
+        return {
+            "prediction_unavailable_reason": "grouped K/V heads' smaller training activations: no formula"
+        }
+    params = sum(_numel(t) for t in model_shapes(shape)) * shape.param_bytes - gqa_saved_params_bytes(shape)
     train = case.workload_kind == "train"
     optimizer = optimizer_state_bytes(shape) if train else 0
     moments = train_moments(shape) if train else infer_moments(shape)
@@ -359,3 +365,58 @@ def predict(case: CaseSpec) -> dict[str, Any]:
     if train:
         out["saved_activations_bytes"] = moments[0].activations
     return out
+
+
+# ---- generation: the KV cache ------------------------------------------------------------------------
+
+
+def gqa_saved_params_bytes(sh: Shape) -> int:
+    """K and V projections pooled from n_heads to kv_heads heads: rows (and biases) removed."""
+    if sh.kv_heads is None:
+        return 0
+    c = sh.cfg
+    removed_rows = ((getattr(c, "n_kv_heads", None) or c.n_heads) - sh.kv_heads) * c.head_dim
+    per_proj = removed_rows * (c.d_model + (1 if c.bias else 0))
+    return 2 * per_proj * sh.unique_blocks * sh.param_bytes
+
+
+def kv_cache_bytes(sh: Shape, tokens: int) -> int:
+    """2 x layers x kv_heads x head_dim x tokens x batch x bytes per element, where tokens is what the
+    cache keeps (the window, if any) and bytes per element is the dtype's, or bits/8 plus one scale of
+    the dtype per group (harness.models.kv_cache stores exactly this)."""
+    c = sh.cfg
+    kv_heads = sh.kv_heads or getattr(c, "n_kv_heads", None) or c.n_heads  # a source's own GQA counts
+    kept = min(tokens, sh.kv_window) if sh.kv_window else tokens
+    elements = 2 * c.n_layers * kv_heads * c.head_dim * kept * sh.batch
+    if sh.kv_bits is None:
+        return elements * sh.compute_bytes
+    group = sh.kv_group or c.head_dim
+    return elements * sh.kv_bits // 8 + elements // group * sh.compute_bytes
+
+
+def generate_prediction(case: CaseSpec, sh: Shape) -> dict[str, Any]:
+    """Parameters, the KV cache once full (prompt + new tokens - 1 enter it), and the larger transient of
+    the prefill (one inference forward over the prompt, logits of the last position only) or of the
+    last decode step (a dynamic cache's concatenation holds one layer's old and new K/V at once)."""
+    new = int(case.workload.get("new_tokens", 0))
+    prompt = case.seq_len - new
+    kv = kv_cache_bytes(sh, prompt + new - 1)
+    params = sum(_numel(t) for t in model_shapes(sh)) * sh.param_bytes - gqa_saved_params_bytes(sh)
+    prefill_shape = Shape(sh.cfg, sh.batch, prompt, sh.param_bytes, sh.compute_bytes)
+    c = sh.cfg
+    head_full = c.d_model * prompt * sh.batch * sh.param_bytes + sh.batch * prompt * c.vocab_size * 4
+    prefill = infer_moments(prefill_shape)[0].activations
+    prefill = max(prefill - head_full, 0)  # the head runs on one position, not the prompt
+    static = sh.kv_static or case.workload.get("cache") == "static"
+    prefill_kv = kv if static else kv_cache_bytes(sh, prompt)
+    decode = kv if static else kv + kv // max(c.n_layers, 1)
+    temporaries = max(prefill + prefill_kv, decode) - kv
+    return {
+        "parameters_bytes": params,
+        "optimizer_state_bytes": 0,
+        "kv_cache_bytes": kv,
+        "activations_bytes": kv,
+        "gradients_bytes": 0,
+        "temporaries_bytes": max(temporaries, 0),
+        "tensor_peak_bytes": params + kv + max(temporaries, 0),
+    }

@@ -80,6 +80,13 @@ class Shape:
     # Under a frozen base, the first block keeps nothing upstream of its first trainable tensor (nothing
     # there requires grad): 0 = q/k/v, 1 = after attention, 2 = ln2's output, 3 = after the MLP.
     first_trainable: int = 3
+    # Generation's KV cache (grouped_query_attention, kv_cache_quantization, sliding_window_cache):
+    # key/value heads, stored integer width and channels per scale, tokens kept.
+    kv_heads: int | None = None
+    kv_bits: int | None = None
+    kv_group: int | None = None
+    kv_window: int | None = None
+    kv_static: bool = False  # allocated whole at the prefill
 
     @property
     def autocast(self) -> bool:

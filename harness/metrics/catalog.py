@@ -733,8 +733,11 @@ SECTIONS: tuple[Section, ...] = (
                     "token-weighted mean of KL(reference ‖ case) over the held-out batches; the reference "
                     "is the same starting weights in fp32 with no technique"
                 ),
-                measured="case process, `analysis.quality.compare_models`",
-                absent="absent unless `workload_kind` is `infer`",
+                measured=(
+                    "case process, `analysis.quality.compare_models`; for generate, per generated "
+                    "position, teacher-forced on the fp32 run's greedy tokens (docs/generate.md)"
+                ),
+                absent="absent unless `workload_kind` is `infer` or `generate`",
                 gate="quality",
                 display="KL vs reference",
                 fmt=".3g",
@@ -759,6 +762,162 @@ SECTIONS: tuple[Section, ...] = (
                 "the exception that stopped the quality figures, `Type: message` (300 characters)",
                 measured="case process",
                 absent="absent when they were computed or not asked for",
+            ),
+        ),
+    ),
+    Section(
+        "Generation (generate workload)",
+        intro=(
+            (
+                "A generate step is one whole generation: a prefill over the prompt, then `new_tokens - 1` "
+                "greedy decode forwards with a KV cache (docs/generate.md). Times come from the first "
+                "timing pass when one ran, bytes from the memory pass."
+            ),
+        ),
+        metrics=(
+            M(
+                "generate_prefill_time_s_median",
+                "s",
+                (
+                    "the prefill forward over the prompt (cache filled, first new token), median over "
+                    "measured steps"
+                ),
+                measured="case process, `workloads.generate`",
+                absent="absent unless `workload_kind` is `generate`",
+            ),
+            M(
+                "generate_decode_token_latency_s_median",
+                "s",
+                (
+                    "one decode forward (one new token for the whole batch), median over every measured "
+                    "decode token"
+                ),
+                measured="case process, `workloads.generate`",
+                absent="as `generate_prefill_time_s_median`",
+                display="decode latency per token",
+                screen_unit="ms",
+            ),
+            M(
+                "generate_decode_token_latency_s_iqr",
+                "s",
+                "inter-quartile range of the same per-token latencies",
+                measured="case process",
+                absent="as `generate_prefill_time_s_median`",
+                screen_unit="ms",
+            ),
+            M(
+                "generate_new_tokens_per_s",
+                "1/s",
+                (
+                    "`batch_size * new_tokens / (prefill + sum of decode forwards)`, median over measured "
+                    "steps: new tokens only"
+                ),
+                measured="case process",
+                absent="as `generate_prefill_time_s_median`",
+            ),
+            M(
+                "kv_cache_bytes",
+                "bytes",
+                (
+                    "real storage of every K/V tensor the cache holds after the last token (each storage "
+                    "once; a static cache's whole allocation; quantized codes and scales)"
+                ),
+                measured="case process, `models.kv_cache.storage_bytes`",
+                absent="as `generate_prefill_time_s_median`",
+                display="KV cache",
+            ),
+            M(
+                "kv_cache_analytic_bytes",
+                "bytes",
+                (
+                    "`2 * layers * kv_heads * head_dim * tokens_count * batch * element_bytes` of "
+                    "`kv_cache_layout`"
+                ),
+                measured="case process, `models.kv_cache.analytic_bytes`",
+                absent="as `generate_prefill_time_s_median`",
+            ),
+            M("kv_cache_layout.layers", "setting", "decoder layers holding a cache", absent="as above"),
+            M(
+                "kv_cache_layout.kv_heads",
+                "setting",
+                "key/value heads per layer (after GQA)",
+                absent="as above",
+            ),
+            M("kv_cache_layout.head_dim", "setting", "channels per head", absent="as above"),
+            M("kv_cache_layout.batch", "setting", "sequences generated at once", absent="as above"),
+            M(
+                "kv_cache_layout.tokens_count",
+                "count",
+                "tokens the cache keeps at the end: `min(window, prompt_len + new_tokens - 1)`",
+                absent="as above",
+            ),
+            M(
+                "kv_cache_layout.element_bytes",
+                "bytes",
+                (
+                    "stored bytes per K or V element: the dtype's width, or "
+                    "`bits / 8 + dtype_bytes / group_size`"
+                ),
+                absent="as above",
+            ),
+            M("kv_cache_layout.storage", "text", "`dynamic` or `static`", absent="as above"),
+            M("kv_cache_layout.window", "setting", "sliding window in tokens, or null", absent="as above"),
+            M("kv_cache_layout.bits", "setting", "quantized width (8, 4), or null", absent="as above"),
+            M(
+                "generate_memory_by_length.tokens_count",
+                "count, list",
+                "tokens in context at each generated token of the last measured step (at most 512 points)",
+                measured="case process",
+                absent="as `generate_prefill_time_s_median`",
+            ),
+            M(
+                "generate_memory_by_length.kv_cache_bytes",
+                "bytes, list",
+                "the cache's storage at that token",
+                measured="case process",
+                absent="as above",
+            ),
+            M(
+                "generate_memory_by_length.host_rss_bytes",
+                "bytes, list",
+                "the case process's resident set at that token (`/proc/self/statm`; null off Linux)",
+                measured="case process",
+                absent="as above",
+            ),
+            M(
+                "generate_memory_by_length.gpu_allocated_bytes",
+                "bytes, list",
+                "`torch.cuda.memory_allocated()` at that token",
+                measured="case process",
+                absent="absent off CUDA",
+            ),
+            M(
+                "generate_memory_by_length.t_s",
+                "s, list",
+                "seconds since the step began, at that token",
+                measured="case process",
+                absent="as above",
+            ),
+            M(
+                "predicted.kv_cache_bytes",
+                "bytes",
+                "the analytic KV cache of a generate case at full length, techniques applied",
+                measured="parent, `analysis.predict.generate_prediction`",
+                absent="absent unless `workload_kind` is `generate`",
+            ),
+            M(
+                "kv_heads_count",
+                "count",
+                "key/value heads per layer after `grouped_query_attention` (the smallest over layers)",
+                measured="case process, the technique's metrics",
+                absent="absent without `grouped_query_attention`",
+            ),
+            M(
+                "generate_unavailable_reason",
+                "text",
+                "why the generate figures are absent (no measured steps)",
+                measured="case process",
+                absent="absent when they were computed",
             ),
         ),
     ),

@@ -72,6 +72,7 @@ def run_case(
     if mem.child.get("ranks"):
         record.update(_rank_memory_fields(record))
     record.update(_time_fields(case, mem, timing))
+    record.update(_timed_child_figures(timing))
     if record.get("step_time_s_median"):
         record.update(_compute_fields(case, record["step_time_s_median"]))
     record["timeline_file"] = write_timeline(case_dir / "timeline.json", mem, run_dir)
@@ -189,6 +190,19 @@ def _time_fields(case: CaseSpec, mem: PassResult, timing: list[PassResult]) -> d
         "tokens_per_s": child.get("tokens_per_step", 0) / med if med > 0 else None,
         "samples_per_s": child.get("samples_per_step", 0) / med if med > 0 else None,
     }
+
+
+# A workload's own figures that are times (generate's per-token latency, tokens/s): taken from the first
+# timing pass when one ran, as step times are, not from the memory pass (its low mmap threshold slows
+# allocation).
+TIMED_SUFFIXES = ("_s_median", "_s_iqr", "_per_s")
+
+
+def _timed_child_figures(timing: list[PassResult]) -> dict[str, Any]:
+    first = next((p for p in timing if p.status == "ok"), None)
+    if first is None:
+        return {}
+    return {k: v for k, v in first.child.items() if k.endswith(TIMED_SUFFIXES)}
 
 
 def _compute_fields(case: CaseSpec, step_time_s: float) -> dict[str, Any]:

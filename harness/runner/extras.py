@@ -41,6 +41,10 @@ def quality(case: CaseSpec, session: Session) -> dict[str, Any]:
     inference also KL(fp32 baseline || case) and top-1 agreement on the same held-out batches."""
     from harness.analysis.quality import compare_models, heldout_loss
 
+    own = getattr(session, "quality_metrics", None)
+    if own is not None:  # a workload with its own protocol (generate: teacher-forced decoding)
+        result: dict[str, Any] = own()
+        return result
     cfg = ModelConfig(**case.model)
     device = next(session.model.parameters()).device
     batches = case_batches(case, case.heldout_batches, cfg.vocab_size, "heldout", str(device))

@@ -17,6 +17,7 @@ ORDER: tuple[str, ...] = (
     "cross_layer_sharing",  # first: later rewrites then act once on each shared block
     "structured_pruning",  # later rewrites (unstructured pruning, adapters) see the smaller model
     "unstructured_pruning",  # prunes what structured pruning left
+    "grouped_query_attention",  # after pruning; before adapters and quantization, which see its K/V
     "lora",  # adapters after pruning, so adapters are not pruned ...
     "bottleneck_adapter",  # ... after LoRA, which adapts the Linear layers inside the sublayers
     "shared_adapter",  # outermost on the MLP output
@@ -36,6 +37,10 @@ ORDER: tuple[str, ...] = (
     "chunked_cross_entropy",
     "gradient_accumulation",
     "l1_regularization",
+    # generation's KV cache: quantized storage, then the window over it, then static allocation
+    "kv_cache_quantization",
+    "sliding_window_cache",
+    "static_cache",
 )
 
 _RANK = {name: i for i, name in enumerate(ORDER)}

@@ -83,7 +83,7 @@ class WeightOnlyQuantization(Technique):
         return None
 
     def combination_reason(self, others: list[Technique], ctx: Context) -> str | None:
-        if ctx.workload == "infer" or any(o.freezes_base for o in others):
+        if ctx.workload in _INFERENCE or any(o.freezes_base for o in others):
             return None
         adapters = sorted(n for n, cls in Technique.registry.items() if cls.freezes_base)
         return (
@@ -97,7 +97,7 @@ class WeightOnlyQuantization(Technique):
         targets = [
             (n, m)
             for n, m in _util.target_linears(model, self.config.include_lm_head)
-            if ctx.workload == "infer" or not m.get_parameter("weight").requires_grad
+            if ctx.workload in _INFERENCE or not m.get_parameter("weight").requires_grad
         ]
         if not targets:
             self._no_frozen_weights(ctx)
@@ -130,6 +130,10 @@ class WeightOnlyQuantization(Technique):
             "weight_storage_bytes": sum(_weight_bytes(m) for m in layers),
             "dense_weight_bytes": _util.dense_weight_bytes(layers, model),
         }
+
+
+# Workloads without gradients: every targeted weight may be quantized.
+_INFERENCE = frozenset({"infer", "generate"})
 
 
 def _bnb_linear(linear: nn.Linear, cfg: WeightOnlyQuantization.Config, device: str) -> nn.Module:

@@ -1,0 +1,94 @@
+"""Parse `--budget` / `--device` / `--axis` into budgets; every mistake is one line naming the fix."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from harness.errors import HarnessError
+from harness.fit.devices import DEVICES
+
+AXES = ("batch_size", "seq_len")
+UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+}
+
+Kind = Literal["bytes", "host", "device"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """`bytes` of memory a probe's peak must stay under. `kind` says which peak: `device` (a named GPU:
+    the case's device total), `host` (this machine: the case process's whole RSS), `bytes` (a CUDA case's
+    device total, or on CPU the case's own RSS above the process's post-import base)."""
+
+    name: str
+    bytes: int
+    kind: Kind
+
+
+def parse_bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in UNITS:
+        raise HarnessError(
+            f"--budget {text!r}: not a size; write bytes with a unit, e.g. 24GiB, 200MiB, 8e9, or `host`"
+        )
+    value = float(m.group(1)) * UNITS[unit]
+    if value < 1:
+        raise HarnessError(f"--budget {text!r}: a budget must be at least 1 byte; e.g. 24GiB")
+    return int(value)
+
+
+def host_available_bytes() -> int:
+    """This machine's MemAvailable: what a new process can take without pushing others to swap."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def parse_budgets(budgets: list[str], devices: list[str]) -> list[Budget]:
+    out: list[Budget] = []
+    for spec in (b for arg in budgets for b in arg.split(",") if b.strip()):
+        spec = spec.strip()
+        if spec == "host":
+            out.append(Budget("host", host_available_bytes(), "host"))
+        elif spec in DEVICES:
+            out.append(Budget(spec, DEVICES[spec].usable_bytes, "device"))
+        elif spec.startswith("-"):
+            raise HarnessError(f"--budget {spec!r}: a budget cannot be negative; e.g. 24GiB")
+        else:
+            out.append(Budget(spec, parse_bytes(spec), "bytes"))
+    for name in (d.strip() for arg in devices for d in arg.split(",") if d.strip()):
+        if name not in DEVICES:
+            known = ", ".join(DEVICES)
+            raise HarnessError(
+                f"--device {name!r}: not in the device table (harness/fit/devices.py): {known}"
+            )
+        out.append(Budget(name, DEVICES[name].usable_bytes, "device"))
+    if not out:
+        raise HarnessError("harness fit: give --budget (24GiB, 200MiB, host) or --device (h100-80gb, ...)")
+    return out
+
+
+def check_axis(axis: str) -> str:
+    if axis not in AXES:
+        raise HarnessError(f"--axis {axis!r}: not a fit axis; use one of {', '.join(AXES)}")
+    return axis

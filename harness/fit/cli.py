@@ -1,0 +1,80 @@
+"""`harness fit SUITE --budget 24GiB|200MiB|host --device h100-80gb,... --axis batch_size|seq_len`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from harness.errors import EXIT_OK
+
+
+def add_parser(sub: Any) -> None:
+    f = sub.add_parser(
+        "fit", help="largest batch (or seq_len) per technique combination under memory budgets"
+    )
+    f.add_argument("suite", type=Path)
+    f.add_argument(
+        "--budget", action="append", default=[], help="bytes with a unit (24GiB, 200MiB), or host; repeatable"
+    )
+    f.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        help="named GPUs from harness/fit/devices.py, comma-separated",
+    )
+    f.add_argument("--axis", default="batch_size", help="batch_size (default) or seq_len")
+    f.add_argument(
+        "--max", type=int, default=0, dest="maximum", help="the axis ceiling (default 4096 / max_seq_len)"
+    )
+    f.add_argument(
+        "--estimate", action="store_true", help="probe by fake-tensor estimates, then one real probe"
+    )
+    f.add_argument("--results", type=Path, default=Path("results"), help="where the fit run goes")
+    f.add_argument("--resume", type=Path, help="an earlier fit run directory: re-ask nothing it knows")
+    f.add_argument("--md", type=Path, help="also write the fits-on table as markdown to this file")
+    f.set_defaults(func=cmd_fit)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from harness.console import table_console
+    from harness.errors import HarnessError
+    from harness.fit.budget import check_axis, parse_budgets
+    from harness.fit.run import FIT_FILE, FitLog, FitOptions, Prober, fit_one
+    from harness.fit.view import fit_markdown, fit_table
+    from harness.results.store import RunStore
+    from harness.runner.suite_runner import detect_environment, unsupported_reason
+    from harness.suite.load import load_suite
+
+    axis = check_axis(args.axis)
+    budgets = parse_budgets(args.budget, args.device)
+    if args.maximum < 0:
+        raise HarnessError(f"--max {args.maximum}: the axis ceiling must be positive, e.g. --max 256")
+    suite = load_suite(args.suite)
+    if args.resume:
+        store = RunStore.open_existing(args.resume)
+    else:
+        store = RunStore.create(args.results, f"{suite.name}-fit", {"suite": suite.name, "kind": "fit"})
+    log = FitLog(store.path / FIT_FILE)
+    prober = Prober(store.path, store.run_id, log)
+    opts = FitOptions(axis=axis, maximum=args.maximum, estimate=args.estimate)
+    env = detect_environment()
+    answers = []
+    for case in _combinations(suite.cases):
+        cannot = unsupported_reason(case, env)
+        for budget in budgets:
+            answers.append(fit_one(case, budget, opts, prober, cannot))
+    table_console().print(fit_table(answers, [b.name for b in budgets]))
+    if args.md:
+        args.md.write_text(fit_markdown(answers, [b.name for b in budgets]))
+    probes = sum(1 for r in log.lines if r["record_kind"] == "fit_probe")
+    print(f"fit: {log.path}  ({len(answers)} answers, {probes} probes)")
+    return EXIT_OK
+
+
+def _combinations(cases: list[Any]) -> list[Any]:
+    """One case per model x workload x techniques: the suite's own batch/seq only seed the probes."""
+    seen: dict[str, Any] = {}
+    for c in cases:
+        seen.setdefault(f"{c.model_name}/{c.workload_name}/{c.techniques_name}", c)
+    return list(seen.values())

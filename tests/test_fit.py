@@ -1,0 +1,181 @@
+"""harness fit: the search, budget parsing, and the fits-on answers of real and estimated probes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from harness.cli import main
+from harness.fit.budget import parse_budgets
+from harness.fit.devices import DEVICES
+from harness.fit.search import largest_fitting
+from harness.fit.view import DOES_NOT_FIT, cell_text, fit_markdown
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("threshold", [1, 2, 5, 37, 64, 100])
+def test_search_finds_the_boundary(threshold: int):
+    result = largest_fitting(lambda v: v <= threshold, maximum=100)
+    assert result.largest == threshold
+    asked = dict(result.probed)
+    assert asked[threshold] is True
+    if threshold < 100:
+        assert result.first_failing == threshold + 1 and asked[threshold + 1] is False
+    else:
+        assert result.at_axis_max
+    assert len(result.probed) <= 2 * 7 + 1  # exponential then binary: logarithmic in the answer
+
+
+def test_search_nothing_fits_and_undecided():
+    nothing = largest_fitting(lambda v: False, maximum=64)
+    assert (nothing.largest, nothing.first_failing, len(nothing.probed)) == (0, 1, 1)
+    broken = largest_fitting(lambda v: True if v < 4 else None, maximum=64)
+    assert broken.largest == 2 and broken.undecided
+
+
+def test_budgets_parse_units_host_and_devices():
+    b = parse_budgets(["24GiB,200MiB", "host"], ["h100-80gb"])
+    assert [x.bytes for x in b[:2]] == [24 * 2**30, 200 * 2**20]
+    assert b[2].kind == "host" and b[2].bytes > 0
+    assert b[3].bytes == DEVICES["h100-80gb"].usable_bytes and b[3].kind == "device"
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--device", "h100"], "not in the device table"),
+        (["--budget=-1GiB"], "cannot be negative"),
+        (["--budget", "lots"], "not a size"),
+        (["--axis", "depth"], "not a fit axis"),
+        ([], "give --budget"),
+    ],
+)
+def test_bad_fit_arguments_are_one_line_and_exit_2(args, names, capsys):
+    assert main(["fit", "suites/fit.yaml", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert names in err and len(err.splitlines()) == 1
+
+
+def test_cells_and_markdown():
+    answers = [
+        {"combination": "m/w/a", "budget": "1GiB", "axis": "batch_size", "largest": 0},
+        {
+            "combination": "m/w/b",
+            "budget": "1GiB",
+            "axis": "batch_size",
+            "largest": 12,
+            "tokens_per_s": 900.0,
+        },
+    ]
+    assert cell_text(answers[0]) == DOES_NOT_FIT
+    md = fit_markdown(answers, ["1GiB"])
+    # rows ranked by the largest fit: b (12) above a (0)
+    assert md.index("m/w/b") < md.index("m/w/a") and "12 · 900 tok/s" in md
+
+
+SUITE = """
+version: 1
+name: fittest
+defaults: {warmup_steps: 1, measured_steps: 1, timing_pass: false, quality: false, breakdown: false,
+           data: random, timeout_s: 120}
+models:
+  tiny: {size: ci, n_layers: 2}
+workloads:
+  train: {kind: train, batch_size: 1, seq_len: 256}
+techniques:
+  baseline: []
+  activation_checkpointing: [activation_checkpointing]
+matrix:
+  - model: [tiny]
+    workload: [train]
+    techniques: TECHS
+"""
+
+
+def _lines(run_root: Path) -> list[dict[str, Any]]:
+    run = next(run_root.iterdir())
+    return [json.loads(x) for x in (run / "fit.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_a_budget_nothing_fits_is_an_answer_and_resume_reasks_nothing(write_suite, tmp_path: Path):
+    suite = write_suite(SUITE.replace("TECHS", "[baseline]"))
+    first = run_cli("fit", str(suite), "--budget", "1MiB", "--results", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    assert DOES_NOT_FIT in first.stdout
+    lines = _lines(tmp_path)
+    assert [r["record_kind"] for r in lines] == ["fit_probe", "fit_answer"]
+    assert lines[0]["status"] in ("ok", "oom") and lines[0]["fits"] is False
+    run_dir = next(tmp_path.iterdir())
+    again = run_cli("fit", str(suite), "--budget", "1MiB", "--resume", str(run_dir))
+    assert again.returncode == 0, again.stderr
+    assert len(_lines(tmp_path)) == 2  # nothing re-asked
+
+
+@pytest.mark.slow
+def test_estimated_fit_finds_a_boundary_and_checkpointing_fits_more(write_suite, tmp_path: Path):
+    suite = write_suite(SUITE.replace("TECHS", "[baseline, activation_checkpointing]"))
+    out = run_cli("fit", str(suite), "--budget", "24MiB", "--estimate", "--results", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    lines = _lines(tmp_path)
+    answers = {r["combination"]: r for r in lines if r["record_kind"] == "fit_answer"}
+    for combo, answer in answers.items():
+        est = {
+            r["value"]: r["fits"]
+            for r in lines
+            if r["record_kind"] == "fit_probe" and r["combination"] == combo and r["method"] == "estimate"
+        }
+        b = answer["largest"]
+        assert b >= 1 and est[b] is True and est[b + 1] is False, (combo, est)
+        assert any(r["method"] == "run" and r["value"] == b for r in lines if r.get("combination") == combo)
+    assert (
+        answers["tiny/train/activation_checkpointing"]["largest"] > answers["tiny/train/baseline"]["largest"]
+    )
+
+
+def test_report_of_a_fit_run_is_the_fits_on_view(tmp_path: Path):
+    from harness.report import build_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    answers = [
+        {"record_kind": "fit_probe", "combination": "m/w/a", "budget": "1GiB", "axis": "batch_size"},
+        {
+            "record_kind": "fit_answer",
+            "combination": "m/w/a",
+            "budget": "1GiB",
+            "axis": "batch_size",
+            "largest": 0,
+        },
+        {
+            "record_kind": "fit_answer",
+            "combination": "m/w/b",
+            "budget": "1GiB",
+            "axis": "batch_size",
+            "largest": 7,
+        },
+    ]
+    (run / "fit.jsonl").write_text("".join(json.dumps(a) + "\n" for a in answers))
+    html = build_report([run], tmp_path / "fit.html", "html").read_text()
+    assert '"type":"heatmap"' in html and DOES_NOT_FIT in html
+    md = build_report([run], tmp_path / "fit.md", "md").read_text()
+    assert "| m/w/b | 7 |" in md and f"| m/w/a | {DOES_NOT_FIT} |" in md
+
+
+def test_no_answer_at_1_is_not_does_not_fit(tmp_path: Path):
+    from harness.fit.budget import Budget
+    from harness.fit.run import FitLog, FitOptions, Prober, fit_one
+
+    class _Case:
+        model_name, workload_name, techniques_name, device = "m", "w", "t", "cpu"
+        model: ClassVar[dict[str, Any]] = {}
+
+    prober = Prober(tmp_path, "r", FitLog(tmp_path / "fit.jsonl"))
+    prober.real = lambda *a: {"fits": None, "status": "error", "error": "boom"}  # type: ignore[method-assign]
+    case: Any = _Case()
+    answer = fit_one(case, Budget("1GiB", 2**30, "bytes"), FitOptions("batch_size", 8, False), prober, None)
+    assert answer["largest"] is None and "boom" in answer["reason"]
+    assert cell_text(answer).startswith("n/a (error: boom")
