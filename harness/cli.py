@@ -16,11 +16,15 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
+from harness import __version__
+from harness.catalog import add_commands as add_catalog_commands
 from harness.console import table_console
 from harness.errors import EXIT_FAILED, EXIT_OK, HarnessError
 
@@ -75,8 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         checked = RunStore.open_existing(args.resume, suite.sha256, lock=False)
         resume_done = len(checked.done_ids() & {c.case_id for c in suite.cases})
     console = Console(stderr=True)
+    run_dir: list[Path] = []
     with _progress(console) as bar:
-        task = bar.add_task("starting", total=len(suite.cases), completed=resume_done)
+        task = bar.add_task("starting", total=len(suite.cases), completed=resume_done, resumed=resume_done)
 
         def on_case(case: Any, record: dict[str, Any] | None) -> None:
             if record is None:
@@ -84,7 +89,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 bar.advance(task)
 
-        run_dir: list[Path] = []
+        def on_pass(case: Any, name: str) -> None:
+            bar.update(task, description=f"{case.name} [{name}]")
+
         try:
             with signals.as_interrupts():  # SIGTERM / SIGHUP end the run as Ctrl-C does
                 outcome = run_suite(
@@ -94,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     progress=on_case,
                     profile=args.profile,
                     started=run_dir.append,
+                    on_pass=on_pass,
                 )
         except KeyboardInterrupt as e:
             console.print(
@@ -140,17 +148,29 @@ def _progress(console: Console) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        EtaColumn(),
         console=console,
         transient=False,
     )
+
+
+class EtaColumn(ProgressColumn):
+    """Time left at the mean time per case so far. rich's own column estimates speed from advances in
+    the last 30 s and needs two of them; cases take longer than that, so it always showed -:--:--."""
+
+    def render(self, task: Task) -> Text:
+        done = task.completed - task.fields.get("resumed", 0)
+        if not task.elapsed or done <= 0 or task.total is None:
+            return Text("ETA -:--:--", style="progress.remaining")
+        left = int((task.total - task.completed) * task.elapsed / done)
+        return Text(f"ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}", style="progress.remaining")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="harness", description="Benchmark memory-saving techniques for transformer LMs."
     )
+    p.add_argument("--version", action="version", version=f"harness {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check suite files; exit 2 with one line per problem")
     v.add_argument("suites", nargs="+", type=Path)
@@ -182,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_estimate(sub)
     add_fit(sub)
+    add_catalog_commands(sub)
     return p
 
 

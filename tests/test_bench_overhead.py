@@ -6,6 +6,7 @@ Run for figures:  pytest tests/test_bench_overhead.py --benchmark-enable
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import time
 
 import pytest
 
+from harness.runner.case_runner import run_case
 from harness.runner.parent import run_pass
 from harness.suite.load import load_suite
 
@@ -42,6 +44,49 @@ def test_bare_import_torch(benchmark):
     benchmark.pedantic(
         lambda: subprocess.run([sys.executable, "-c", "import torch"], check=True), rounds=5, warmup_rounds=1
     )
+
+
+# What a case cannot do without: a Python with torch, and the model built.
+IMPORT_AND_BUILD = """\
+import torch
+from harness.models.config import SIZES
+from harness.models.transformer import Transformer
+Transformer(SIZES["ci"].replace(n_layers=1, d_model=32, n_heads=2, d_ff=64))
+"""
+
+
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def test_bare_import_torch_and_model_build(benchmark):
+    cpu: list[float] = []
+
+    def one() -> None:
+        c0 = _children_cpu_s()
+        subprocess.run([sys.executable, "-c", IMPORT_AND_BUILD], check=True)
+        cpu.append(_children_cpu_s() - c0)
+
+    benchmark.pedantic(one, rounds=5, warmup_rounds=1)
+    benchmark.extra_info["cpu_s_median"] = sorted(cpu)[len(cpu) // 2]
+
+
+def test_whole_case_fixed_cost(benchmark, tiny_case, tmp_path):
+    """A trivial case as `harness run` runs it: the memory pass and one timing pass, with the record.
+    Compare with test_bare_import_torch_and_model_build (the target: at most 1.5x of it); CPU time
+    (extra_info) is the figure a loaded machine changes least."""
+    case = tiny_case.model_copy(update={"timing_pass": True})
+    cpu: list[float] = []
+
+    def one() -> None:
+        c0 = _children_cpu_s()
+        record = run_case(case, tmp_path / "run", "bench", None)
+        assert record["status"] == "ok" and record["timing_source"] == "timing_pass"
+        cpu.append(_children_cpu_s() - c0)
+
+    benchmark.pedantic(one, rounds=5, warmup_rounds=1)
+    benchmark.extra_info["cpu_s_median"] = sorted(cpu)[len(cpu) // 2]
 
 
 def test_case_process_fixed_cost(benchmark, tiny_case, tmp_path):

@@ -520,6 +520,131 @@ SECTIONS: tuple[Section, ...] = (
                 fmt=".1f",
             ),
             M(
+                "step_wall_over_cpu_ratio",
+                "ratio",
+                (
+                    "`step_time_s_median / step_cpu_time_s_median`: about 1 (below 1 with several threads) "
+                    "when the case had its cores to itself"
+                ),
+                measured="parent",
+                absent="as `step_cpu_time_s_median`",
+                display="wall / CPU",
+                fmt=".2f",
+            ),
+            M(
+                "step_time_disturbed",
+                "bool",
+                (
+                    "`true` when `step_wall_over_cpu_ratio` exceeds 1.15 "
+                    "(`hostload.DISTURBED_WALL_OVER_CPU`): the steps waited for a core, so their wall "
+                    "times measure the machine's load as much as the technique"
+                ),
+                measured="parent",
+                absent="`null` without step CPU times",
+            ),
+            M(
+                "step_time_vs_baseline_ratio",
+                "ratio",
+                "`step_time_s` median of the case over its baseline's (same model, workload, shape, run)",
+                measured="parent, after the case's last pass",
+                absent="absent for baselines and where either has no step times",
+                fmt=".2f",
+            ),
+            M(
+                "step_time_vs_baseline_ci95_low_ratio",
+                "ratio",
+                (
+                    "lower end of the 95 % bootstrap interval of `step_time_vs_baseline_ratio` (2000 "
+                    "resamples of both step lists, percentile method)"
+                ),
+                measured="parent",
+                absent="as `step_time_vs_baseline_ratio`",
+                fmt=".2f",
+            ),
+            M(
+                "step_time_vs_baseline_ci95_high_ratio",
+                "ratio",
+                "upper end of the same interval",
+                measured="parent",
+                absent="as `step_time_vs_baseline_ratio`",
+                fmt=".2f",
+            ),
+            M(
+                "step_cpu_time_vs_baseline_ratio",
+                "ratio",
+                (
+                    "`step_cpu_time_s_median` of the case over its baseline's: follows the work, far less "
+                    "the load"
+                ),
+                measured="parent",
+                absent="as `step_time_vs_baseline_ratio`; `null` without CPU times",
+                fmt=".2f",
+            ),
+            M(
+                "step_time_vs_baseline_disturbed",
+                "bool",
+                (
+                    "`true` when the case's or its baseline's times were `step_time_disturbed`: read the "
+                    "CPU-time ratio instead"
+                ),
+                measured="parent",
+                absent="as `step_time_vs_baseline_ratio`",
+            ),
+            M(
+                "timing_load",
+                "list of objects",
+                (
+                    "one per timing pass, the machine's load around it: `wall_s`, `loadavg_1m_start`, "
+                    "`loadavg_1m_end`, `cpu_count`, `cpu_pressure_some_fraction` (share of the pass in "
+                    "which some task waited for a CPU: `/proc/pressure/cpu` `some total`), "
+                    "`cpu_steal_fraction` (stolen share of all CPU time, `/proc/stat`)"
+                ),
+                measured="parent, `/proc` before and after each timing pass",
+                absent="absent without timing passes; PSI and steal `null` where the kernel has none",
+            ),
+            M(
+                "timing_loadavg_1m_max",
+                "1",
+                "the highest 1-minute load average at the end of a timing pass",
+                measured="parent",
+                absent="as `timing_load`",
+            ),
+            M(
+                "timing_cpu_pressure_some_fraction_max",
+                "fraction",
+                "the highest `cpu_pressure_some_fraction` over the timing passes",
+                measured="parent",
+                absent="as `timing_load`; `null` without PSI",
+            ),
+            M(
+                "timing_cpu_steal_fraction_max",
+                "fraction",
+                "the highest `cpu_steal_fraction` over the timing passes",
+                measured="parent",
+                absent="as `timing_load`; `null` without `/proc/stat`",
+            ),
+            M(
+                "memory_pass_warmup_step_count",
+                "count",
+                (
+                    "warm-up steps the memory pass ran: it stops once the per-step high-water mark "
+                    "(VmHWM, and torch's CUDA peak) has not risen (VmHWM: by more than 16 KiB) for 2 steps, "
+                    "at least 3 steps; the first timing pass runs all (losses and extras come from it)"
+                ),
+                measured="case process",
+                absent=(
+                    "absent when the memory pass ran every warm-up step (no timing pass, fewer than 3 "
+                    "steps, or the peak kept rising)"
+                ),
+            ),
+            M(
+                "memory_pass_measured_step_count",
+                "count",
+                "measured steps the memory pass ran, by the same rule",
+                measured="case process",
+                absent="as `memory_pass_warmup_step_count`",
+            ),
+            M(
                 "timing_source",
                 "text",
                 (
@@ -554,7 +679,10 @@ SECTIONS: tuple[Section, ...] = (
             M(
                 "wall_time_s",
                 "s",
-                ("the case's total time in the parent: every pass, process starts included, rounded to 1 ms"),
+                (
+                    "the case's own time in the parent: its passes, process starts included (not the other "
+                    "cases' passes interleaved with them), rounded to 1 ms"
+                ),
                 measured="parent, `time.monotonic()`",
                 absent="absent for unsupported cases",
             ),
@@ -1864,6 +1992,41 @@ SECTIONS: tuple[Section, ...] = (
                 absent="`null` without NVML",
             ),
             M("host", "text", "`socket.gethostname()`", measured="parent", absent="never"),
+            M(
+                "<when>_loadavg_1m",
+                "1",
+                "the 1-minute load average at the run's `start` and `end`",
+                measured="parent, `os.getloadavg()`",
+                absent="never",
+            ),
+            M(
+                "<when>_loadavg_5m",
+                "1",
+                "the 5-minute load average, likewise",
+                measured="parent",
+                absent="never",
+            ),
+            M(
+                "<when>_loadavg_15m",
+                "1",
+                "the 15-minute load average, likewise",
+                measured="parent",
+                absent="never",
+            ),
+            M(
+                "<when>_cpu_count",
+                "count",
+                "`os.cpu_count()` at the run's `start` and `end`",
+                measured="parent",
+                absent="never",
+            ),
+            M(
+                "<when>_psi_cpu",
+                "text",
+                "the `some` line of `/proc/pressure/cpu` at the run's `start` and `end`",
+                measured="parent",
+                absent="`null` without PSI",
+            ),
         ),
     ),
     Section(
@@ -1998,6 +2161,10 @@ UNIT_EXCEPTIONS: dict[str, str] = {
     "quality": "the unit of the figure it takes (`quality_metric`): nats, or the objective's",
     "quality_delta": "as `quality`",
     "quality_noise": "as `quality`",
+    "timing_loadavg_1m_max": "the kernel's load average: runnable tasks, averaged",
+    "<when>_loadavg_1m": "the kernel's load average: runnable tasks, averaged",
+    "<when>_loadavg_5m": "the kernel's load average: runnable tasks, averaged",
+    "<when>_loadavg_15m": "the kernel's load average: runnable tasks, averaged",
 }
 # Numbers that label or configure a case rather than measure it: no unit to carry.
 NUMERIC_LABELS = frozenset({"record_version", "batch_size", "seq_len", "exit_code", "ranks[].rank"})

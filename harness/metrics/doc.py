@@ -52,7 +52,9 @@ CONVENTIONS = (
     "**Processes.** *parent* = the `harness run` process (it reads `/proc/<pid>/status` VmHWM, samples "
     "RSS and NVML, and merges the record); *case process* = `python -m harness.runner.child`, one per "
     "pass (a memory pass, then `repeats` timing passes); *rank* = a process under torchrun for "
-    "multi-rank cases. Figures other than the timing come from the memory pass.",
+    "multi-rank cases. Memory figures come from the memory pass (it stops once its per-step peak "
+    "repeats); losses, quality, breakdown and technique metrics from the first timing pass, which "
+    "runs every step (from the memory pass when there is no timing pass).",
     "**Phases** of a case process, ended by the marks it sends the parent: `startup` (process start to "
     "`imported`: interpreter, `import torch`, `torch._dynamo`, the techniques' `preload()`, CUDA init), "
     "`build` (model, optimizer, batches), `warmup`, `measured` (the timed steps), `extras` (after the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -39,16 +40,36 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def collect(gpu_names: list[str], driver: str | None) -> dict[str, Any]:
-    import torch
+def _torch_build(gpu_names: list[str]) -> dict[str, Any]:
+    """torch's version, CUDA build and availability; without importing torch when the parent has not
+    (the version from its metadata and version.py; CUDA is usable only where NVML found a GPU)."""
+    if "torch" in sys.modules or gpu_names:
+        import torch
 
+        return {
+            "torch_version": torch.__version__,
+            "cuda_available": torch.cuda.is_available(),
+            "cuda_version": torch.version.cuda,
+        }
+    from importlib import metadata, util
+
+    cuda = None
+    spec = util.find_spec("torch")
+    if spec and spec.origin:
+        text = Path(spec.origin).with_name("version.py").read_text()
+        m = re.search(r"^cuda(?:: [^=]+)? = '([^']+)'", text, re.M)
+        cuda = m.group(1) if m else None
+    return {"torch_version": metadata.version("torch"), "cuda_available": False, "cuda_version": cuda}
+
+
+def collect(gpu_names: list[str], driver: str | None) -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     dirty = _git("status", "--porcelain")
     return {
         "git_commit": commit,
         "git_dirty": bool(dirty) if dirty is not None else None,
         "harness_version": harness.__version__,
-        "torch_version": torch.__version__,
+        **_torch_build(gpu_names),
         "python_version": platform.python_version(),
         "python_executable": sys.executable,
         "platform": platform.platform(),
@@ -57,8 +78,6 @@ def collect(gpu_names: list[str], driver: str | None) -> dict[str, Any]:
         "cpu_microarch": fingerprint.cpu_microarch(),
         "torch_build": fingerprint.torch_build(),
         "cpu_count": os.cpu_count(),
-        "cuda_available": torch.cuda.is_available(),
-        "cuda_version": torch.version.cuda,
         "gpu_names": gpu_names,
         "gpu_driver_version": driver,
         "host": socket.gethostname(),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from harness.case import CaseSpec
+from harness.runner import hostload
 from harness.runner.parent import PEAK_PHASES, PassResult, run_pass
 from harness.runner.procmem import HAVE_PROC
 from harness.runner.profile import profile_case
@@ -53,36 +55,102 @@ def error_record(case: CaseSpec, run_id: str, cause: str) -> dict[str, Any]:
     return {**labels(case, run_id), "status": "error", "error": cause, "started_at": t, "ended_at": t}
 
 
-def run_case(
-    case: CaseSpec, run_dir: Path, run_id: str, nvml: Nvml | None, profile: str | None = None
-) -> dict[str, Any]:
+@dataclass
+class CaseRun:
+    """One case between its passes: the suite runner interleaves the passes of a group's cases."""
+
+    case: CaseSpec
+    case_dir: Path
+    started: str
+    t0: float
+    mem: PassResult
+    timing: list[PassResult] = field(default_factory=list)
+    timing_load: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def wants_timing(self) -> bool:
+        ok = self.mem.status == "ok" and all(p.status == "ok" for p in self.timing)
+        return ok and self.case.timing_pass and len(self.timing) < self.case.repeats
+
+
+def memory_pass(case: CaseSpec, run_dir: Path, nvml: Nvml | None) -> CaseRun:
     started, t0 = now_iso(), time.monotonic()
     case_dir = run_dir / "cases" / case.case_id
     mem = run_pass(case, case_dir, True, nvml, time.monotonic() + case.timeout_s)
-    timing: list[PassResult] = []
-    if mem.status == "ok" and case.timing_pass:
-        for _ in range(case.repeats):
-            timing.append(run_pass(case, case_dir, False, nvml, time.monotonic() + case.timeout_s))
-            if timing[-1].status != "ok":
-                break
-    record = {**labels(case, run_id), "started_at": started}
+    return CaseRun(case, case_dir, started, t0, mem)
+
+
+def timing_pass(cr: CaseRun, nvml: Nvml | None) -> None:
+    """One more timing pass, bracketed by the machine's load figures; the first also runs the extras."""
+    extra = {"HARNESS_EXTRAS": "1" if not cr.timing else "0"}
+    before = hostload.snapshot()
+    cr.timing.append(run_pass(cr.case, cr.case_dir, False, nvml, time.monotonic() + cr.case.timeout_s, extra))
+    cr.timing_load.append(hostload.between(before, hostload.snapshot()))
+
+
+def finish_case(
+    cr: CaseRun, run_dir: Path, run_id: str, nvml: Nvml | None, profile: str | None = None
+) -> dict[str, Any]:
+    case, mem, timing, t_finish = cr.case, cr.mem, cr.timing, time.monotonic()
+    record = {**labels(case, run_id), "started_at": cr.started}
     record.update(_status_fields(case, mem, timing))
     record.update(_memory_fields(mem, nvml))
-    record.update(_child_fields(mem.child))
+    record.update(_child_fields(_figures_source(mem, timing)))
+    for key in ("memory_pass_warmup_step_count", "memory_pass_measured_step_count"):
+        if key in mem.child:
+            record[key] = mem.child[key]
     if mem.child.get("ranks"):
         record.update(_rank_memory_fields(record))
     record.update(_time_fields(case, mem, timing))
+    record.update(_load_fields(cr.timing_load))
     record.update(_timed_child_figures(timing))
     if record.get("step_time_s_median"):
         record.update(_compute_fields(case, record["step_time_s_median"]))
-    record["timeline_file"] = write_timeline(case_dir / "timeline.json", mem, run_dir)
+    record["timeline_file"] = write_timeline(cr.case_dir / "timeline.json", mem, run_dir)
     if profile and record["status"] == "ok":  # its own process, after the measured ones: no distortion
-        extra = profile_case(case, case_dir, run_dir, nvml, profile)
+        extra = profile_case(case, cr.case_dir, run_dir, nvml, profile)
         extra["artifacts"] = {**record.get("artifacts", {}), **extra.get("artifacts", {})}
         record.update(extra)
     record["ended_at"] = now_iso()
-    record["wall_time_s"] = round(time.monotonic() - t0, 3)
+    # The case's own time: its passes and this; not the group's other passes interleaved with them.
+    own = mem.wall_time_s + sum(p.wall_time_s for p in timing) + time.monotonic() - t_finish
+    record["wall_time_s"] = round(own, 3)
     return record
+
+
+def run_case(
+    case: CaseSpec, run_dir: Path, run_id: str, nvml: Nvml | None, profile: str | None = None
+) -> dict[str, Any]:
+    """A case's passes one after the other (the suite runner interleaves a group's instead)."""
+    cr = memory_pass(case, run_dir, nvml)
+    while cr.wants_timing:
+        timing_pass(cr, nvml)
+    return finish_case(cr, run_dir, run_id, nvml, profile)
+
+
+def _figures_source(mem: PassResult, timing: list[PassResult]) -> dict[str, Any]:
+    """The first timing pass ran every measured step and the extras (the memory pass stops once its
+    peak repeats), so losses and figures come from it; a multi-rank case's figures are its ranks' own
+    memory, which only the memory pass measures."""
+    if timing and timing[0].status == "ok" and not mem.child.get("ranks"):
+        return timing[0].child
+    return mem.child
+
+
+def _load_fields(loads: list[dict[str, Any]]) -> dict[str, Any]:
+    if not loads:
+        return {}
+
+    def worst(key: str) -> float | None:
+        vals = [x[key] for x in loads if x.get(key) is not None]
+        return max(vals) if vals else None
+
+    return {
+        "timing_load": loads,
+        "timing_loadavg_1m_max": worst("loadavg_1m_end"),
+        "timing_cpu_pressure_some_fraction_max": worst("cpu_pressure_some_fraction"),
+        "timing_cpu_steal_fraction_max": worst("cpu_steal_fraction"),
+    }
 
 
 def _status_fields(case: CaseSpec, mem: PassResult, timing: list[PassResult]) -> dict[str, Any]:
@@ -164,7 +232,16 @@ def _rank_memory_fields(record: dict[str, Any]) -> dict[str, Any]:
 def _child_fields(child: dict[str, Any]) -> dict[str, Any]:
     """The child's figures (parameter counts, losses, technique metrics) as they are; status and timing
     are merged elsewhere."""
-    skip = {"status", "error", "traceback_tail", "step_time_s", "step_cpu_time_s", "oom_requested_bytes"}
+    skip = {
+        "status",
+        "error",
+        "traceback_tail",
+        "step_time_s",
+        "step_cpu_time_s",
+        "oom_requested_bytes",
+        "memory_pass_measured_step_count",
+        "memory_pass_warmup_step_count",
+    }
     return {k: v for k, v in child.items() if k not in skip}
 
 
@@ -179,6 +256,7 @@ def _time_fields(case: CaseSpec, mem: PassResult, timing: list[PassResult]) -> d
         return {}
     med = statistics.median(times)
     child = mem.child
+    cpu_med = statistics.median(cpu) if cpu else None
     return {
         "timing_source": "timing_pass" if timing and passes[0] is not mem else "memory_pass",
         "step_time_s": times,
@@ -186,7 +264,9 @@ def _time_fields(case: CaseSpec, mem: PassResult, timing: list[PassResult]) -> d
         "step_time_s_median": med,
         "step_time_s_iqr": iqr(times),
         "step_cpu_time_s": cpu,
-        "step_cpu_time_s_median": statistics.median(cpu) if cpu else None,
+        "step_cpu_time_s_median": cpu_med,
+        "step_wall_over_cpu_ratio": round(med / cpu_med, 3) if cpu_med else None,
+        "step_time_disturbed": hostload.disturbed(times, cpu),
         "tokens_per_s": child.get("tokens_per_step", 0) / med if med > 0 else None,
         "samples_per_s": child.get("samples_per_step", 0) / med if med > 0 else None,
     }

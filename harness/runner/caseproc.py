@@ -58,7 +58,13 @@ def model_figures(model: Any) -> dict[str, int]:
 
 
 def run_steps(
-    torch: Any, session: Any, indices: range, out: dict[str, Any], on_cuda: bool, timed: bool = True
+    torch: Any,
+    session: Any,
+    indices: range,
+    out: dict[str, Any],
+    on_cuda: bool,
+    timed: bool = True,
+    stop: Any = None,
 ) -> None:
     times, cpu = out.setdefault("step_time_s", []), out.setdefault("step_cpu_time_s", [])
     for i in indices:
@@ -73,3 +79,7 @@ def run_steps(
         if timed:
             times.append(t1 - t0)
             cpu.append(c1 - c0)
+        if stop is not None and stop():
+            key = "memory_pass_measured_step_count" if timed else "memory_pass_warmup_step_count"
+            out[key] = len(times) if timed else i - indices.start + 1
+            return

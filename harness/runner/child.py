@@ -53,7 +53,11 @@ def _die_with_parent() -> None:
 
 def run(case_path: Path, ctl: Control) -> dict[str, Any]:
     import torch
-    import torch._dynamo  # optimizers import it lazily: +70 MiB that is no technique's
+
+    if os.environ.get("HARNESS_PASS") != "timing" or _trains(case_path):
+        # Optimizers import it lazily (+70 MiB that is no technique's), so a memory pass takes it before
+        # its phases; a timing pass of a case without an optimizer skips it (~half of torch's import).
+        import torch._dynamo
 
     from harness.case import CaseSpec
     from harness.runner.extras import extras
@@ -84,23 +88,80 @@ def run(case_path: Path, ctl: Control) -> dict[str, Any]:
         out.update(_model_figures(session.model))
         out["samples_per_step"], out["tokens_per_step"] = session.samples_per_step, session.tokens_per_step
         ctl.mark("built", **_gpu_phase(torch, on_cuda))
-        _steps(torch, session, range(case.warmup_steps), out, on_cuda, timed=False)
+        stop = _peak_repeated(torch, on_cuda) if _short_memory_pass(case) else None
+        _steps(torch, session, range(case.warmup_steps), out, on_cuda, timed=False, stop=stop)
         ctl.mark("warmed", **_gpu_phase(torch, on_cuda))
-        _steps(
-            torch, session, range(case.warmup_steps, case.warmup_steps + case.measured_steps), out, on_cuda
-        )
+        measured = range(case.warmup_steps, case.warmup_steps + case.measured_steps)
+        stop = _peak_repeated(torch, on_cuda) if _short_memory_pass(case) else None
+        _steps(torch, session, measured, out, on_cuda, stop=stop)
         ctl.mark("measured", **_gpu_phase(torch, on_cuda))
         profile.stop()
         for t in techniques_for(case):
             out.update(t.metrics(session.model))
         out.update(session.extra_metrics())
         out["status"] = "ok"
-        out.update(extras(case, session))  # untimed, outside the peak phases
+        if _runs_extras(case):
+            out.update(extras(case, session))  # untimed, outside the peak phases
     except Exception as e:  # a failure is a result: classify it and go on to report it
         out.update(_classify(e, torch))
     finally:
         profile.stop()  # a failed step still leaves a readable capture
     return out
+
+
+def _trains(case_path: Path) -> bool:
+    return bool(json.loads(case_path.read_text())["workload"]["kind"] in ("train", "distill"))
+
+
+def _short_memory_pass(case: Any) -> bool:
+    """A memory pass followed by timing passes only needs the steps until the per-step peak repeats, in
+    warm-up and in the measured phase (each phase's high-water mark is its own): the timing pass runs
+    every step, and reports the losses and the extras."""
+    return os.environ.get("HARNESS_PASS") == "memory" and bool(case.timing_pass)
+
+
+def _runs_extras(case: Any) -> bool:
+    """The extras (quality, breakdown) need the model after every measured step: in the memory pass
+    when there is no timing pass, else in the first timing pass (HARNESS_EXTRAS=1)."""
+    if os.environ.get("HARNESS_PASS") == "timing":
+        return os.environ.get("HARNESS_EXTRAS") == "1"
+    return not _short_memory_pass(case)
+
+
+# Measured steps in a short memory pass: at least this many, and the peak must not have risen in the
+# last REPEATED_STEPS of them.
+MIN_MEMORY_STEPS, REPEATED_STEPS = 3, 2
+# glibc's heap and Python's objects (the losses, the step times) add a page now and then: a rise of at
+# most 16 KiB over those steps counts as repeated (a full pass of 15 more steps could add < 0.25 MiB;
+# host figures reproduce to 0.5 MiB anyway). torch's CUDA peak must not move at all.
+HWM_CREEP_KIB = 16
+
+
+def _peak_repeated(torch: Any, on_cuda: bool) -> Any:
+    """A predicate over the measured steps run so far: True once the process's high-water marks (the
+    kernel's VmHWM, which the parent reset at the `warmed` mark, and torch's CUDA peak) have not risen
+    over the last REPEATED_STEPS steps, i.e. the per-step peak has repeated."""
+    history: list[tuple[int, int]] = []
+
+    def marks() -> tuple[int, int]:
+        hwm = 0
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    hwm = int(line.split()[1])
+        gpu = int(torch.cuda.max_memory_allocated()) if on_cuda else 0
+        return hwm, gpu
+
+    def repeated() -> bool:
+        history.append(marks())
+        if len(history) < MIN_MEMORY_STEPS:
+            return False
+        (hwm0, gpu0), (hwm1, gpu1) = history[-REPEATED_STEPS - 1], history[-1]
+        return hwm1 - hwm0 <= HWM_CREEP_KIB and gpu1 == gpu0
+
+    if not Path("/proc/self/status").exists():
+        return None  # no kernel high-water mark to watch: run every step
+    return repeated
 
 
 def main(argv: list[str]) -> int:

@@ -73,6 +73,8 @@ def child_env(case: CaseSpec, memory_pass: bool) -> dict[str, str]:
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")
     env.pop("MALLOC_MMAP_THRESHOLD_", None)
     env.pop("HARNESS_PROFILE", None)  # only a profile pass records (extra_env), never a measured one
+    env.pop("HARNESS_EXTRAS", None)  # only the first timing pass runs the extras (extra_env)
+    env["HARNESS_PASS"] = "memory" if memory_pass else "timing"
     if memory_pass and case.host_malloc_mmap_threshold_bytes is not None:
         # glibc keeps medium frees in its heap; with a low mmap threshold they go back to the OS, so RSS
         # tracks live tensors and one phase's leftovers cannot hide the next phase's peak.

@@ -6,8 +6,6 @@ check a technique's effect without spawning a process.
 
 from __future__ import annotations
 
-import torch
-
 from harness import techniques as techreg
 from harness import workloads as wlreg
 from harness.case import CaseSpec
@@ -33,6 +31,8 @@ def techniques_for(case: CaseSpec) -> list[Technique]:
 
 
 def open_session(case: CaseSpec, ctx: Context | None = None) -> Session:
+    import torch  # here, not at the top: the runner's parent uses context_for without torch
+
     torch.manual_seed(case.seed)
     ctx = ctx or context_for(case)
     workload = wlreg.get(case.workload_kind)(

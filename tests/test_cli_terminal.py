@@ -1,0 +1,58 @@
+"""What the terminal tells a user: --version, the names a suite can use, the ETA, the resume hint."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+from rich.progress import Progress
+
+import harness
+from harness import techniques as techreg
+from harness.catalog import first_sentence
+from harness.cli import EtaColumn, main
+from harness.models.config import SIZES
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"harness {harness.__version__}"
+
+
+def test_sizes_lists_every_size_with_its_parameters(capsys):
+    assert main(["sizes"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == list(SIZES)
+    ci = next(line for line in lines if line.startswith("ci "))
+    assert "4 layers x d_model 128" in ci and "0.9 M params" in ci
+
+
+def test_techniques_lists_every_technique_once_with_its_docstring(capsys):
+    assert main(["techniques"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == techreg.names()
+    ckpt = next(line for line in lines if line.startswith("activation_checkpointing "))
+    assert "[distill/train]" in ckpt and "(Chen et al. 2016)." in ckpt  # "et al." does not end it
+
+
+def test_first_sentence_unwraps_and_stops_at_the_full_stop():
+    doc = """Does a thing
+    across two lines. Then more.
+
+    Details."""
+    assert first_sentence(doc) == "Does a thing across two lines."
+    assert first_sentence(None) == "(no documentation)"
+    assert len(first_sentence("word, " * 60 + "end.")) <= 115
+
+
+def test_eta_from_the_mean_time_per_case():
+    now = [0.0]
+    with Progress(EtaColumn(), console=Console(file=io.StringIO()), get_time=lambda: now[0]) as bar:
+        task = bar.add_task("x", total=4, completed=1, resumed=1)  # one case done in an earlier run
+        assert "-:--:--" in str(EtaColumn().render(bar.tasks[0]))
+        now[0] = 100.0
+        bar.advance(task)  # one case in 100 s, two to go
+        assert str(EtaColumn().render(bar.tasks[0])) == "ETA 0:03:20"
