@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 import harness
-from harness.models.config import ModelConfig
+from harness.models.source import ModelSource
 
 VOCAB_SIZE = 256  # bytes
 DEFAULT_MAX_BYTES = 4 * 2**20  # the first 4 MiB of the sorted standard library
@@ -186,7 +186,7 @@ REFERENCE_SEQ = 128
 REFERENCE_LR = 3e-3
 
 
-def reference_key(cfg: ModelConfig, corpus: Corpus, steps: int, seed: int) -> str:
+def reference_key(cfg: ModelSource, corpus: Corpus, steps: int, seed: int) -> str:
     """Everything that determines the trained weights, hashed (harness version included)."""
     ident = [
         cfg.to_dict(),
@@ -213,16 +213,17 @@ def _state_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def train_reference(cfg: ModelConfig, corpus: Corpus, steps: int, seed: int) -> dict[str, torch.Tensor]:
+def train_reference(cfg: ModelSource, corpus: Corpus, steps: int, seed: int) -> dict[str, torch.Tensor]:
     """Train the fp32 model from its seed-`seed` initialisation for `steps` AdamW steps of
     REFERENCE_BATCH x REFERENCE_SEQ windows of the train split; returns its state dict."""
-    from harness.models.transformer import Transformer, next_token_loss
+    from harness.models.build import build_module
+    from harness.models.transformer import next_token_loss
 
     if cfg.vocab_size < VOCAB_SIZE:
         raise ValueError(f"a byte corpus needs vocab_size >= {VOCAB_SIZE}; the model has {cfg.vocab_size}")
     seq = min(REFERENCE_SEQ, cfg.max_seq_len)
     torch.manual_seed(seed)
-    model = Transformer(cfg)
+    model = build_module(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=REFERENCE_LR)
     for x, y in corpus_batches(steps, REFERENCE_BATCH, seq, "train", seed, corpus):
         loss = next_token_loss(model(x), y)
@@ -233,16 +234,26 @@ def train_reference(cfg: ModelConfig, corpus: Corpus, steps: int, seed: int) -> 
 
 
 def reference_model(
-    cfg: ModelConfig, corpus: Corpus, steps: int, seed: int = 0, verify: bool = True
+    cfg: ModelSource,
+    corpus: Corpus,
+    steps: int,
+    seed: int = 0,
+    verify: bool = True,
+    mapped: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The reference weights for (cfg, corpus, steps, seed): from the cache when its key and checksum
     match, else trained now and cached. `verify=False` skips the checksum (a copy of every tensor): the
     case process passes it because the parent verified the same file just before starting it, and the
-    copies would otherwise land in the case's build-phase peak."""
+    copies would otherwise land in the case's build-phase peak.
+
+    `mapped=False` reads every tensor into its own fresh memory, as a user loads a checkpoint to serve
+    it. A case's model must be loaded so: mapped pages of the cache file stay resident (and in RSS)
+    after a technique replaces the layer that held them, which made a quantized model look larger than
+    the fp32 one it replaced."""
     key = reference_key(cfg, corpus, steps, seed)
     path = reference_path(key)
     try:
-        blob = torch.load(path, weights_only=True, mmap=True)  # no read-buffer copy (see load_corpus)
+        blob = torch.load(path, weights_only=True, mmap=mapped)  # mapped: no read-buffer copy
         if blob["key"] == key and (not verify or blob["sha256"] == _state_digest(blob["state_dict"])):
             return dict(blob["state_dict"])
     except Exception:  # absent or corrupt: retrain

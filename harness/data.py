@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
     from harness.case import CaseSpec
     from harness.corpus import Corpus
-    from harness.models.config import ModelConfig
+    from harness.models.source import ModelSource
 
 Batch = tuple["torch.Tensor", "torch.Tensor"]  # (inputs, targets), each (B, T)
 
@@ -51,11 +51,14 @@ def case_batches(
 
 
 def reference_weights(
-    case: CaseSpec, cfg: ModelConfig, verify: bool = True
+    case: CaseSpec, cfg: ModelSource, verify: bool = True, mapped: bool = True
 ) -> dict[str, torch.Tensor] | None:
-    """Trained starting weights for the case (cached; see harness.corpus.reference_model), or None."""
+    """Trained starting weights for the case (cached; see harness.corpus.reference_model), or None.
+    The case's own model passes `mapped=False`: read into fresh memory, as a user would load them."""
     if not case.uses_reference_weights:
         return None
     from harness.corpus import reference_model
 
-    return reference_model(cfg, corpus_for(case), case.reference_steps, case.seed, verify=verify)
+    return reference_model(
+        cfg, corpus_for(case), case.reference_steps, case.seed, verify=verify, mapped=mapped
+    )

@@ -21,7 +21,7 @@ from harness.errors import SuiteError
 from harness.models.config import SIZES, count_params
 from harness.runner.session import open_session
 from harness.suite.load import load_suite
-from harness.workloads.distill import Distill, DistillConfig, DistillSession, distill_loss, soft_kl
+from harness.workloads.distill import DistillSession, distill_loss, soft_kl
 
 STEPS = 3
 SHAPE = {"batch_size": 4, "seq_len": 64}
@@ -328,12 +328,15 @@ def test_reference_teacher_loads_the_cached_corpus_trained_weights(
         defaults={"data": "corpus", "corpus_text_file": str(text), "reference_steps": 2},
     )
     case = cases["d/baseline"]
-    # The parent prepares the teacher: the case process then only loads it from the cache.
-    Distill(DistillConfig.model_validate(case.workload)).prepare(case)
-    assert len(list((tmp_path / "cache" / "reference").iterdir())) == 1
+    # The parent prepares the teacher and the student's start weights (every workload fine-tunes the
+    # trained reference): the case process then only loads them from the cache.
+    from harness.runner.suite_runner import prepare_reference
+
+    prepare_reference(case)
+    assert len(list((tmp_path / "cache" / "reference").iterdir())) == 2
     session = open_session(case)
     assert isinstance(session, DistillSession)
-    assert len(list((tmp_path / "cache" / "reference").iterdir())) == 1
+    assert len(list((tmp_path / "cache" / "reference").iterdir())) == 2
     want = reference_model(SIZES["ci"].replace(n_layers=3), load_corpus(text_file=text), 2, seed=1)
     got = session.teacher.state_dict()
     assert all(torch.equal(got[k], want[k]) for k in want)

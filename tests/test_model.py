@@ -89,12 +89,12 @@ def test_indivisible_heads_are_refused():
 
 @pytest.mark.parametrize("change", [{}, {"tie_embeddings": True}, {"pos_encoding": "sinusoidal"}])
 def test_a_model_built_from_loaded_weights_is_the_same_model(change):
-    from harness.workloads.base import _with_weights
+    from harness.models.build import with_weights
 
     cfg = SIZES["ci"].replace(n_layers=2, **change)
     torch.manual_seed(1)
     ref = Transformer(cfg)
-    model = _with_weights(cfg, {k: v.clone() for k, v in ref.state_dict().items()})
+    model = with_weights(cfg, {k: v.clone() for k, v in ref.state_dict().items()})
     idx = torch.randint(0, cfg.vocab_size, (2, 16))
     assert torch.equal(model(idx), ref(idx))
     assert sum(p.numel() for p in model.parameters()) == count_params(cfg)

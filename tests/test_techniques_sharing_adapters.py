@@ -20,7 +20,8 @@ from harness.techniques import _adapter_modules
 
 CI = SIZES["ci"]  # vocab 256, d 128, 4 layers, d_ff 512
 D, L, V, F = CI.d_model, CI.n_layers, CI.vocab_size, CI.d_ff
-BLOCK = (count_params(CI) - count_params(CI.replace(n_layers=0))) // L
+# One block's parameters: the difference one more layer makes (n_layers >= 1 is the legal range).
+BLOCK = count_params(CI.replace(n_layers=2)) - count_params(CI.replace(n_layers=1))
 BOTTLENECK = 2 * D * 16 + 16 + D  # r = 16: down (r, d) + bias r, up (d, r) + bias d
 
 

@@ -27,7 +27,7 @@ from harness.runner.session import context_for, open_session, techniques_for
 from harness.suite.load import load_suite
 from harness.techniques import get
 from harness.techniques.base import Context, Environment, LossFn, StepPlan
-from harness.techniques.chunked_cross_entropy import chunked_loss, find_transformer
+from harness.techniques.chunked_cross_entropy import chunked_loss, hidden_and_head
 from harness.workloads.train import plain_loss
 
 CPU = Environment(cuda_available=False)
@@ -333,9 +333,10 @@ def test_chunked_loss_keeps_fewer_bytes_than_the_plain_loss() -> None:
 
 def test_chunked_loss_finds_the_transformer_inside_a_wrapper() -> None:
     model = _head_model(256)
-    assert find_transformer(torch.nn.Sequential(model)) is model
-    with pytest.raises(TypeError, match="subject Transformer"):
-        find_transformer(torch.nn.Linear(2, 2))
+    hidden, head = hidden_and_head(torch.nn.Sequential(model))
+    assert head is model.lm_head and hidden == model.hidden
+    with pytest.raises(Exception, match="has no `hidden\\(ids\\)` method"):
+        hidden_and_head(torch.nn.Linear(2, 2))
 
 
 def test_chunked_cross_entropy_case_matches_the_baseline(tmp_path: Path) -> None:

@@ -56,6 +56,19 @@ class StepTracker(MemTracker):
         stats.snapshots.setdefault(_ModState.PEAK_FW, []).append(snapshot)
         stats.snapshots.setdefault(_ModState.PRE_FW, []).append(deepcopy(snapshot))
 
+    def _track(self, reftype: Any, t: torch.Tensor) -> None:
+        # A sparse tensor has no single storage (MemTracker asks for one and raises): it is counted by
+        # its real buffers. The CSR weight a SparseLinear builds in forward wraps its own index and
+        # value buffers, already counted as buffers; a CSR tensor made in the step counts its arrays.
+        if t.layout == torch.sparse_csr:
+            for part in (t.crow_indices(), t.col_indices(), t.values()):
+                super()._track(reftype, part)
+        elif t.layout == torch.sparse_coo:
+            for part in (t._indices(), t._values()):
+                super()._track(reftype, part)
+        else:
+            super()._track(reftype, t)
+
 
 class _NoHook:
     """Stands in for a gradient-hook handle on a frozen parameter (see `_skip_frozen_params`)."""

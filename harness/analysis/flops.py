@@ -20,7 +20,7 @@ from harness import techniques as techreg
 from harness.analysis.predict import base_shape
 from harness.analysis.shape import BlockFlops, StepFlops
 from harness.case import CaseSpec
-from harness.models.config import ModelConfig, count_params
+from harness.models.source import ModelSpec
 
 # Dense (no sparsity) peak FLOP/s by GPU and compute dtype, from the vendor datasheets.
 # Order matters: the first key contained in torch.cuda.get_device_name() + " " wins (PCIe before SXM;
@@ -46,38 +46,49 @@ GPU_PEAKS: list[tuple[str, dict[str, float]]] = [
 ]
 
 
-def non_embedding_params(cfg: ModelConfig) -> int:
+def non_embedding_params(cfg: ModelSpec) -> int:
     """Parameters that take part in a matmul or normalisation per token (embeddings excluded)."""
     embed = cfg.vocab_size * cfg.d_model + (
         cfg.max_seq_len * cfg.d_model if cfg.pos_encoding == "learned" else 0
     )
     # A tied head is the embedding matrix used as a matmul: it counts once, as the head.
-    return count_params(cfg) - embed + (cfg.vocab_size * cfg.d_model if cfg.tie_embeddings else 0)
+    return cfg.param_count() - embed + (cfg.vocab_size * cfg.d_model if cfg.tie_embeddings else 0)
 
 
-def matmul_weight_params(cfg: ModelConfig) -> int:
-    """Weights of the linear layers only: what FlopCounterMode sees."""
-    d = cfg.d_model
-    return cfg.n_layers * (4 * d * d + 2 * d * cfg.d_ff) + cfg.vocab_size * d
+def matmul_weight_params(cfg: ModelSpec) -> int:
+    """Weights of the linear layers only: what FlopCounterMode sees (GQA-wide K/V, SwiGLU's three)."""
+    return cfg.n_layers * (_attn_weights(cfg) + _mlp_weights(cfg)) + cfg.vocab_size * cfg.d_model
 
 
-def block_flops(cfg: ModelConfig, tokens: int, seq_len: int) -> BlockFlops:
-    """Forward FLOPs of one block's matrix products over `tokens` tokens (2 per multiply-add)."""
+def _attn_weights(cfg: ModelSpec) -> int:
+    return 2 * cfg.d_model * (cfg.q_dim + cfg.kv_dim)  # q and out, k and v
+
+
+def _mlp_weights(cfg: ModelSpec) -> int:
+    return (3 if cfg.mlp == "swiglu" else 2) * cfg.d_model * cfg.d_ff
+
+
+def block_flops(cfg: ModelSpec, tokens: int, seq_len: int) -> BlockFlops:
+    """Forward FLOPs of one block's matrix products over `tokens` tokens (2 per multiply-add): GQA-wide
+    K/V, SwiGLU's gate and up counted in fc1."""
     d = cfg.d_model
     return BlockFlops(
-        qkv=tokens * 2 * 3 * d * d,
-        attention=tokens * 4 * d * seq_len,  # QK^T and PV: 2*s*h each per token
-        out_proj=tokens * 2 * d * d,
-        fc1=tokens * 2 * d * cfg.d_ff,
+        qkv=tokens * 2 * d * (cfg.q_dim + 2 * cfg.kv_dim),
+        attention=tokens * 4 * cfg.q_dim * seq_len,  # QK^T and PV: 2*s*h each per token
+        out_proj=tokens * 2 * cfg.q_dim * d,
+        fc1=tokens * 2 * d * cfg.d_ff * (2 if cfg.mlp == "swiglu" else 1),
         fc2=tokens * 2 * d * cfg.d_ff,
     )
 
 
 def step_flops(case: CaseSpec) -> StepFlops | str:
     """The step's FLOPs with every technique's own adjustment, or why there is no formula."""
-    cfg = ModelConfig(**case.model)
+    shape = base_shape(case)
+    if isinstance(shape, str):
+        return "a factory module's shapes are its own: no FLOP formula"
+    cfg = shape.cfg
     tokens = case.batch_size * case.seq_len
-    attn = 4 * cfg.n_layers * cfg.d_model * case.seq_len  # forward QK^T and PV, per token
+    attn = 4 * cfg.n_layers * cfg.q_dim * case.seq_len  # forward QK^T and PV, per token
     passes = {"train": 3, "infer": 1}.get(case.workload_kind)
     if passes is None:
         return f"no FLOP formula for workload kind {case.workload_kind!r}"
@@ -87,7 +98,6 @@ def step_flops(case: CaseSpec) -> StepFlops | str:
         block=block_flops(cfg, tokens, case.seq_len),
         compute_dtype=case.dtype,
     )
-    shape = base_shape(case)
     for tech in techreg.compose((t.name, t.config) for t in case.techniques):
         if reason := tech.adjust_flops(flops, shape):
             return f"{tech.name}: {reason}"

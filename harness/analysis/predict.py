@@ -46,18 +46,25 @@ from harness.analysis.shape import BlockParts, numel
 from harness.analysis.shape import Shape as Shape
 from harness.case import CaseSpec
 from harness.models.config import ModelConfig
+from harness.models.source import ModelSpec, config_of, spec_of
 
 
-def base_shape(case: CaseSpec) -> Shape:
-    """The case's analytic inputs before any technique: its model, batch, sequence and dtype."""
+def base_shape(case: CaseSpec) -> Shape | str:
+    """The case's analytic inputs before any technique: its model, batch, sequence and dtype, or why
+    there are none (a factory module's shapes are its own)."""
     e = DTYPE_BYTES[case.dtype]
-    return Shape(ModelConfig(**case.model), case.batch_size, case.seq_len, e, e, workload=case.workload_kind)
+    spec = spec_of(config_of(case.model))
+    if spec is None:
+        return "a factory module's shapes are its own: no analytic formula (measured figures stand alone)"
+    return Shape(spec, case.batch_size, case.seq_len, e, e, workload=case.workload_kind)
 
 
 def shape_for(case: CaseSpec) -> Shape | str:
     """The case's analytic inputs with every technique's own adjustment applied in composition order,
     or why there are none."""
     shape = base_shape(case)
+    if isinstance(shape, str):
+        return shape
     for tech in techreg.compose((t.name, t.config) for t in case.techniques):
         reason = tech.adjust_prediction(shape)
         if reason:
@@ -68,22 +75,54 @@ def shape_for(case: CaseSpec) -> Shape | str:
 # ---- persistent state ------------------------------------------------------------------------------
 
 
-def block_shapes(cfg: ModelConfig) -> list[tuple[int, ...]]:
+def _spec(cfg: ModelSpec | ModelConfig) -> ModelSpec:
+    """A built-in ModelConfig's spec (callers may pass either)."""
+    if isinstance(cfg, ModelSpec):
+        return cfg
+    spec = spec_of(cfg)
+    assert spec is not None  # a ModelConfig always has one
+    return spec
+
+
+def _norm_shapes(cfg: ModelSpec) -> list[tuple[int, ...]]:
+    d = cfg.d_model
+    return [(d,), (d,)] if cfg.norm == "layernorm" else [(d,)]  # RMSNorm: a weight, no bias
+
+
+def _linear(d_out: int, d_in: int, bias: bool) -> list[tuple[int, ...]]:
+    return [(d_out, d_in), (d_out,)] if bias else [(d_out, d_in)]
+
+
+def _mlp_shapes(cfg: ModelSpec) -> list[tuple[int, ...]]:
+    """fc2, fc1 (or SwiGLU's down, up, gate), in the order backward produces their grads."""
+    d, f, b = cfg.d_model, cfg.d_ff, cfg.mlp_bias
+    ins = 2 if cfg.mlp == "swiglu" else 1
+    return _linear(d, f, b) + _linear(f, d, b) * ins
+
+
+def _attn_shapes(cfg: ModelSpec) -> list[tuple[int, ...]]:
+    """out, v, k, q projections: K and V are n_kv_heads * head_dim wide (GQA)."""
+    d, q, kv = cfg.d_model, cfg.q_dim, cfg.kv_dim
+    if cfg.family == "gpt2":  # one fused c_attn projection for q, k and v
+        return _linear(d, q, cfg.out_bias) + _linear(q + 2 * kv, d, cfg.qkv_bias)
+    return _linear(d, q, cfg.out_bias) + _linear(kv, d, cfg.qkv_bias) * 2 + _linear(q, d, cfg.qkv_bias)
+
+
+def block_shapes(cfg: ModelSpec | ModelConfig) -> list[tuple[int, ...]]:
     """Shapes of one block's parameter tensors, in the order backward produces their grads."""
-    d, f = cfg.d_model, cfg.d_ff
-    out: list[tuple[int, ...]] = [(d,), (d,)]  # ln2
-    out += [(d, f), (d,), (f, d), (f,)] if cfg.bias else [(d, f), (f, d)]  # fc2, fc1
-    out += [(d, d), (d,)] * 4 if cfg.bias else [(d, d)] * 4  # out, v, k, q projections
-    return [*out, (d,), (d,)]  # ln1
+    cfg = _spec(cfg)
+    return _norm_shapes(cfg) + _mlp_shapes(cfg) + _attn_shapes(cfg) + _norm_shapes(cfg)  # ln2 ... ln1
 
 
-def head_shapes(cfg: ModelConfig) -> list[tuple[int, ...]]:
+def head_shapes(cfg: ModelSpec | ModelConfig) -> list[tuple[int, ...]]:
     # A tied head's gradient lands in the token embedding's tensor, made at the same moment.
-    return [(cfg.vocab_size, cfg.d_model), (cfg.d_model,), (cfg.d_model,)]  # lm_head, ln_f
+    cfg = _spec(cfg)
+    return [(cfg.vocab_size, cfg.d_model), *_norm_shapes(cfg)]  # lm_head, ln_f
 
 
-def param_shapes(cfg: ModelConfig, n_blocks: int | None = None) -> list[tuple[int, ...]]:
+def param_shapes(cfg: ModelSpec | ModelConfig, n_blocks: int | None = None) -> list[tuple[int, ...]]:
     """Every parameter tensor's shape; `n_blocks` distinct blocks (cross-layer sharing: fewer)."""
+    cfg = _spec(cfg)
     embed = [(cfg.max_seq_len, cfg.d_model)] if cfg.pos_encoding == "learned" else []
     if not cfg.tie_embeddings:
         embed.append((cfg.vocab_size, cfg.d_model))
@@ -95,16 +134,16 @@ def _numel(shape: tuple[int, ...]) -> int:
     return numel(shape)
 
 
-def block_tensors(cfg: ModelConfig) -> list[int]:
+def block_tensors(cfg: ModelSpec | ModelConfig) -> list[int]:
     """Element counts of one block's parameter tensors, in the order backward produces their grads."""
     return [_numel(t) for t in block_shapes(cfg)]
 
 
-def head_tensors(cfg: ModelConfig) -> list[int]:
+def head_tensors(cfg: ModelSpec | ModelConfig) -> list[int]:
     return [_numel(t) for t in head_shapes(cfg)]
 
 
-def param_tensors(cfg: ModelConfig, n_blocks: int | None = None) -> list[int]:
+def param_tensors(cfg: ModelSpec | ModelConfig, n_blocks: int | None = None) -> list[int]:
     """Every parameter tensor's element count (gradients, AdamW's per-tensor step counters)."""
     return [_numel(t) for t in param_shapes(cfg, n_blocks)]
 
@@ -119,7 +158,7 @@ def trainable_shapes(sh: Shape) -> list[tuple[int, ...]]:
     return list(sh.adapter_shapes) if sh.frozen_base else model_shapes(sh)
 
 
-def adamw_state_bytes(cfg: ModelConfig, param_bytes: int) -> int:
+def adamw_state_bytes(cfg: ModelSpec | ModelConfig, param_bytes: int) -> int:
     """exp_avg and exp_avg_sq in the parameter dtype, plus one fp32 `step` scalar per tensor (CPU,
     non-capturable AdamW keeps `step` as a 0-dim float32 tensor)."""
     tensors = param_tensors(cfg)
@@ -177,25 +216,37 @@ def block_parts(sh: Shape) -> BlockParts:
     attention_input, mlp_input = (
         (0, 0) if sh.frozen_base else (3 * n * ec, n * ec) if sh.autocast else (n * ea, n * ea)
     )
+    # Residual stream (block input and mid-block sum); mean and rstd (RMSNorm: rsqrt) of two norms.
+    norms = 2 * n * ea + (4 if c.norm == "layernorm" else 2) * 4 * b * s
+    if c.norm == "rmsnorm":  # x * rsqrt(mean(x^2)) is kept apart from weight * it (transformers' RMSNorm)
+        norms += 2 * n * ea
+        if ea < 4:  # it normalizes in fp32: the fp32 copy of its input is kept too
+            norms += 2 * 4 * n
+    nq = b * s * c.q_dim
+    qkv = (_qkvo_saved(sh) - (0 if sh.frozen_base else nq)) * ec  # q, k, v (GQA: repeated K/V)
     if c.attention == "explicit":
-        probabilities = b * c.n_heads * s * s * ec + s * s  # probabilities + bool causal mask
-        attention_matmuls = 3 * n * ec + b * c.n_heads * s * s * ec + n * ec  # q/k/v, QK^T, PV
+        probabilities = b * c.n_heads * s * s * ec
+        probabilities += s * s if c.family == "builtin" else 0  # the built-in's bool causal mask
+        if c.mlp == "swiglu" and ec < 4:  # Llama-style eager softmax runs in fp32 and keeps that output too
+            probabilities += 4 * b * c.n_heads * s * s
+        attention_matmuls = qkv + b * c.n_heads * s * s * ec + nq * ec  # q/k/v, QK^T, PV
     else:
         probabilities = 4 * b * c.n_heads * s  # log-sum-exp, fp32
-        attention_matmuls = 3 * n * ec + n * ec + probabilities  # q/k/v, the fused output and its lse
-    casts = (4 * c.d_model * c.d_model + 2 * c.d_model * c.d_ff) * ec if sh.autocast else 0
+        attention_matmuls = qkv + nq * ec + probabilities  # q/k/v, the fused output and its lse
+    swiglu = c.mlp == "swiglu"
+    weights = 2 * c.d_model * (c.q_dim + c.kv_dim) + (3 if swiglu else 2) * c.d_model * c.d_ff
+    casts = weights * ec if sh.autocast else 0  # autocast's cached bf16 weight copies
     return BlockParts(
         stream=n * ea,
-        norms=2 * n * ea + 4 * 4 * b * s,  # residual stream: block input and mid-block sum; mean and rstd
+        norms=norms,
         attention_input=attention_input,
         # q, k, v and (for out_proj's weight) the attention output
-        attention=(3 if sh.frozen_base else 4) * n * ec + probabilities,
+        attention=_qkvo_saved(sh) * ec + probabilities,
         mlp_input=mlp_input,
-        # GELU keeps its input, fc1's weight gradient its output; ReLU's output serves both.
-        mlp=(2 if c.activation == "gelu" and not sh.frozen_base else 1) * f * ec,
+        mlp=_mlp_saved(sh) * f * ec,
         other=sh.adapter_saved_bytes + casts,  # adapters' own tensors, autocast's cached weight copies
         attention_matmuls=attention_matmuls + n * ec,  # + out_proj's output
-        mlp_matmuls=f * ec + n * ec,  # fc1's and fc2's outputs
+        mlp_matmuls=(2 if swiglu else 1) * f * ec + n * ec,  # fc1's (gate's and up's) and fc2's outputs
     )
 
 
@@ -204,10 +255,36 @@ def block_saved_bytes(sh: Shape) -> int:
     return block_parts(sh).total
 
 
+def _qkvo_saved(sh: Shape) -> int:
+    """Elements of q, k, v and the attention output kept for backward. Rotary embeddings keep the rotated
+    q and k (the cos/sin they were multiplied by are shared by all layers); under GQA transformers' eager
+    attention repeats K and V to every query head (repeat_kv copies), which the matmuls keep."""
+    c, b, s = sh.cfg, sh.batch, sh.seq
+    nq, nkv = b * s * c.q_dim, b * s * c.kv_dim
+    kv = nq if c.family != "builtin" and c.n_kv_heads < c.n_heads and c.attention == "explicit" else nkv
+    out = 0 if sh.frozen_base else nq  # the attention output, out_proj's input for its weight gradient
+    return nq + 2 * kv + out
+
+
+def _mlp_saved(sh: Shape) -> int:
+    """MLP activations kept, in units of b*s*d_ff: ReLU's output serves both; GELU keeps its input and
+    output; GPT-2's Python tanh GELU keeps its input, tanh, 0.5x, 1 + tanh and the product; SwiGLU keeps
+    the gate's output, SiLU's output, up's output and their product."""
+    mlp = sh.cfg.mlp
+    if mlp == "swiglu":
+        return 4
+    if mlp == "gelu_new":
+        return 5
+    return 2 if mlp == "gelu" and not sh.frozen_base else 1
+
+
 def head_saved_bytes(sh: Shape) -> int:
     """ln_f input and output (output cast once for the head under autocast) and fp32 log-probs."""
     n = sh.batch * sh.seq * sh.cfg.d_model
     ln_out = n * sh.compute_bytes if sh.autocast else n * sh.param_bytes
+    if sh.cfg.norm == "rmsnorm":
+        ln_out += n * sh.param_bytes  # the normalized input, kept apart from weight * it
+        ln_out += 4 * n if sh.param_bytes < 4 else 0  # and its fp32 copy when the model is not fp32
     if sh.frozen_base:
         ln_out = 0  # the frozen head keeps no input for a weight gradient
     cast_w = sh.cfg.vocab_size * sh.cfg.d_model * sh.compute_bytes if sh.autocast else 0
@@ -218,7 +295,8 @@ def head_saved_bytes(sh: Shape) -> int:
 
 def embed_saved_bytes(sh: Shape) -> int:
     """The int64 inputs and targets, and the position indices (tracked once an op touches them)."""
-    return 2 * 8 * sh.batch * sh.seq + 8 * sh.seq
+    rotary = 2 * 4 * sh.seq * sh.cfg.head_dim if sh.cfg.positions == "rotary" else 0  # cos, sin (fp32)
+    return 2 * 8 * sh.batch * sh.seq + 8 * sh.seq + rotary
 
 
 def frozen_prefix_bytes(sh: Shape) -> int:
@@ -264,11 +342,14 @@ def _block_moments(sh: Shape, below: int, grads: int, new_grads: bool) -> list[M
     c, b, s = sh.cfg, sh.batch, sh.seq
     n, f, big_s = b * s * c.d_model, b * s * c.d_ff, b * c.n_heads * s * s
     ea, ec = sh.param_bytes, sh.compute_bytes
-    fc2_grads = (c.d_model * c.d_ff + c.d_model) * ea if new_grads else 0
-    mlp = Moment(below, grads + fc2_grads, n * ea + 2 * f * ec)  # flowing grad + two MLP-sized grads
-    mlp_saved = (2 if c.activation == "gelu" else 1) * f * ec + n * (ec if sh.autocast else ea) + n * ea
+    fc2_grads = (c.d_model * c.d_ff + c.d_model * c.mlp_bias) * ea if new_grads else 0
+    # Flowing grad + two MLP-sized grads (SwiGLU: three, the gate's, SiLU's and up's).
+    mlp = Moment(below, grads + fc2_grads, n * ea + (3 if c.mlp == "swiglu" else 2) * f * ec)
+    mlp_saved = _mlp_saved(sh) * f * ec + n * (ec if sh.autocast else ea) + n * ea
+    mlp_saved += n * ea if c.norm == "rmsnorm" else 0
     # By attention's backward: gradients of ln2, fc2, fc1 and the output projection exist.
-    mlp_grads = sum(block_tensors(c)[: 8 if c.bias else 5]) * ea if new_grads else 0
+    side = len(_norm_shapes(c)) + len(_mlp_shapes(c)) + (2 if c.out_bias else 1)  # ln2, MLP, out proj
+    mlp_grads = sum(block_tensors(c)[:side]) * ea if new_grads else 0
     # Explicit: residual grad, grad of v, grads of probabilities and of scores.
     # SDPA: residual grad, grad of the output, grads of q, k, v.
     attn_tmp = 2 * n * ea + 2 * big_s * ec if c.attention == "explicit" else n * ea + 4 * n * ec
@@ -323,9 +404,13 @@ def infer_moments(sh: Shape) -> list[Moment]:
     ea, ec = sh.param_bytes, sh.compute_bytes
     batch = embed_saved_bytes(sh)
     attn = 2 * b * c.n_heads * s * s * ec + s * s if c.attention == "explicit" else n * ec
+    if c.family != "builtin" and c.attention == "explicit":
+        attn += 4 * b * s * s - s * s  # transformers' eager causal mask: (B, 1, T, T) float, not bool
     ln_in = n * ea + (n * ec if sh.autocast else 0)
-    block = n * ea + ln_in + 3 * n * ec + attn
-    mlp = n * ea + ln_in + f * ec * 2
+    block = n * ea + ln_in + (_qkvo_saved(sh) - b * s * c.q_dim) * ec + attn  # q, k, v (GQA repeats)
+    # MLP tensors alive at once: GELU/ReLU input and output; SwiGLU's SiLU, up and their product; GPT-2's
+    # Python tanh GELU its input, 0.5x and two of its chain's intermediates.
+    mlp = n * ea + ln_in + f * ec * {"swiglu": 3, "gelu_new": 4}.get(c.mlp, 2)
     bsv = b * s * c.vocab_size
     head = n * ea + bsv * ec + bsv * 4 + (bsv * 4 if sh.autocast else 0)
     return [Moment(batch + max(block, mlp, head), 0, 0)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,19 +20,23 @@ def _flat(logits: torch.Tensor) -> torch.Tensor:
     return logits.detach().float().reshape(-1, logits.size(-1))  # (tokens, V), fp32
 
 
-def heldout_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-    """Mean next-token cross-entropy over every token of `batches` (nats), and its perplexity."""
-    total, tokens = 0.0, 0
+def heldout_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    """Mean next-token cross-entropy over every token of `batches` (nats), its perplexity, and each
+    batch's own mean (`heldout_loss_per_batch_nats`): the unit the paired difference to a baseline and
+    its bootstrap interval are computed over (harness/analysis/pairing.py)."""
+    total, tokens, per_batch = 0.0, 0, []
     device = next(model.parameters()).device
     with torch.no_grad():
         for x, y in batches:
             logits = _flat(model(x.to(device)))
-            total += float(F.cross_entropy(logits, y.to(device).reshape(-1), reduction="sum"))
+            batch_sum = float(F.cross_entropy(logits, y.to(device).reshape(-1), reduction="sum"))
+            per_batch.append(batch_sum / y.numel())
+            total += batch_sum
             tokens += y.numel()
     if tokens == 0:
         raise ValueError("no held-out tokens")
     loss = total / tokens
-    return {"heldout_loss_nats": loss, **perplexity(loss)}
+    return {"heldout_loss_nats": loss, **perplexity(loss), "heldout_loss_per_batch_nats": per_batch}
 
 
 def perplexity(loss_nats: float) -> dict[str, float]:
@@ -56,19 +61,33 @@ def top1_agreement(logits_case: torch.Tensor, logits_ref: torch.Tensor) -> dict[
 
 def compare_models(
     model: nn.Module, reference: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
-) -> dict[str, float]:
-    """Token-weighted KL(ref || case) and top-1 agreement of two models over the same batches."""
-    kl_sum, agree, tokens = 0.0, 0.0, 0
+) -> dict[str, Any]:
+    """Token-weighted KL(ref || case) and top-1 agreement of two models over the same batches, each
+    with a bootstrap interval over batches; plus the reference's per-batch held-out loss, so the case's
+    loss can be paired with it batch by batch."""
+    from harness.analysis.pairing import bootstrap_mean_interval
+
+    kl, agree, ref_loss = [], [], []
     device = next(model.parameters()).device
     ref_device = next(reference.parameters()).device
     with torch.no_grad():
-        for x, _ in batches:
+        for x, y in batches:
             case_logits = model(x.to(device)).to(ref_device)
             ref_logits = reference(x.to(ref_device))
-            n = x.numel()
-            kl_sum += kl_divergence(case_logits, ref_logits)["kl_divergence_nats"] * n
-            agree += top1_agreement(case_logits, ref_logits)["top1_agreement_fraction"] * n
-            tokens += n
-    if tokens == 0:
+            kl.append(kl_divergence(case_logits, ref_logits)["kl_divergence_nats"])
+            agree.append(top1_agreement(case_logits, ref_logits)["top1_agreement_fraction"])
+            ref_loss.append(float(F.cross_entropy(_flat(ref_logits), y.to(ref_device).reshape(-1))))
+    if not kl:
         raise ValueError("no tokens to compare")
-    return {"kl_divergence_nats": kl_sum / tokens, "top1_agreement_fraction": agree / tokens}
+    # Every batch has the same shape, so the mean over batches is the token-weighted mean.
+    kl_mean, kl_low, kl_high = bootstrap_mean_interval(kl)
+    top1_mean, top1_low, top1_high = bootstrap_mean_interval(agree)
+    return {
+        "reference_heldout_loss_per_batch_nats": ref_loss,
+        "kl_divergence_nats": kl_mean,
+        "kl_divergence_ci_low_nats": kl_low,
+        "kl_divergence_ci_high_nats": kl_high,
+        "top1_agreement_fraction": top1_mean,
+        "top1_agreement_ci_low_fraction": top1_low,
+        "top1_agreement_ci_high_fraction": top1_high,
+    }

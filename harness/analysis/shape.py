@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.models.config import ModelConfig
+from harness.models.source import ModelSpec
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -22,7 +22,7 @@ def numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def linear_dims(cfg: ModelConfig, name: str) -> tuple[int, int]:
+def linear_dims(cfg: ModelSpec, name: str) -> tuple[int, int]:
     """(in, out) features of a block's Linear layer by its attribute name."""
     d, f = cfg.d_model, cfg.d_ff
     return {"fc1": (d, f), "fc2": (f, d)}.get(name, (d, d))
@@ -57,7 +57,7 @@ SavedRule = Callable[[BlockParts], int]
 class Shape:
     """The analytic inputs of one case. Techniques edit these; the formulas read only these."""
 
-    cfg: ModelConfig
+    cfg: ModelSpec
     batch: int
     seq: int
     param_bytes: int  # element size of weights, gradients, the residual stream
@@ -106,6 +106,8 @@ class Shape:
             return "also_train keeps base parts trainable: not modelled"
         if self.checkpointed or self.micro_batches > 1:
             return "a frozen base with checkpointing or accumulation is not modelled"
+        if self.cfg.family != "builtin":
+            return "an adapter's saved tensors are modelled on the built-in block only"
         self.frozen_base = True
         return None
 

@@ -309,6 +309,89 @@ SECTIONS: tuple[Section, ...] = (
                 measured="parent (`case_runner._rank_memory_fields`)",
                 absent="absent for single-process cases",
             ),
+            M(
+                "serving",
+                "bool",
+                (
+                    "the session serves a built model (trains nothing: infer, generate); its headline "
+                    "memory is then the measured phase's steady state"
+                ),
+                measured="case process, `Session.serving`",
+                absent="absent when the case failed before the model was built",
+            ),
+            M(
+                "memory_headline_scope",
+                "text",
+                (
+                    "which phases `host_rss_peak_above_base_bytes` / `gpu_peak_allocated_bytes` cover: the "
+                    "measured phase (serving) or build + warm-up + measured"
+                ),
+                measured="parent, `case_runner.serving_memory_fields`",
+                absent="absent for multi-rank and unsupported cases",
+            ),
+            M(
+                "host_serving_rss_above_base_bytes",
+                "bytes",
+                (
+                    "serving steady state: `phases.measured.host_rss_peak_bytes - host_rss_base_bytes`; the"
+                    " headline of a serving case (a deployment loads and compresses once, then serves)"
+                ),
+                measured="parent",
+                absent="absent unless `serving`; `null` when either operand is",
+                display="serving peak above base",
+            ),
+            M(
+                "host_build_peak_above_base_bytes",
+                "bytes",
+                (
+                    "the build phase's peak above base: the cost to produce the model (the fp32 weights and"
+                    " their compressed replacement coexist)"
+                ),
+                measured="parent",
+                absent="absent for multi-rank and unsupported cases; `null` when either operand is",
+                display="build-phase peak above base",
+            ),
+            M(
+                "host_all_phases_peak_above_base_bytes",
+                "bytes",
+                (
+                    "serving cases: the peak over build, warm-up and measured above base (what "
+                    "`host_rss_peak_above_base_bytes` is for training cases)"
+                ),
+                measured="parent",
+                absent="absent unless `serving`",
+            ),
+            M(
+                "sample_interval_requested_s",
+                "s",
+                "the memory pass's sampling period asked for (`sample_interval_ms`)",
+                measured="parent",
+                absent="absent for unsupported cases",
+            ),
+            M(
+                "sample_interval_median_s",
+                "s",
+                "median gap between consecutive RSS samples the sampler achieved",
+                measured="parent, `sampler.achieved_interval`",
+                absent="`null` with fewer than 2 samples",
+            ),
+            M(
+                "sample_interval_max_gap_s",
+                "s",
+                (
+                    "largest gap between consecutive samples (a peak shorter than it can fall between "
+                    "samples; VmHWM stays the figure)"
+                ),
+                measured="parent, `sampler.achieved_interval`",
+                absent="as `sample_interval_median_s`",
+            ),
+            M(
+                "sample_count",
+                "count",
+                "RSS samples taken in the memory pass",
+                measured="parent",
+                absent="absent for unsupported cases",
+            ),
         ),
     ),
     Section(
@@ -367,6 +450,20 @@ SECTIONS: tuple[Section, ...] = (
                 absent="`null` when every GPU figure was measured; absent for unsupported cases",
             ),
             M(
+                "gpu_serving_peak_allocated_bytes",
+                "bytes",
+                "torch's allocator peak of the measured phase (serving steady state)",
+                measured="case process, at the `measured` mark",
+                absent="absent unless `serving`; `null` off CUDA",
+            ),
+            M(
+                "gpu_build_peak_allocated_bytes",
+                "bytes",
+                "torch's allocator peak of the build phase",
+                measured="case process, at the `built` mark",
+                absent="absent for multi-rank cases; `null` off CUDA",
+            ),
+            M(
                 "phases.<phase>.gpu_peak_allocated_bytes",
                 "bytes",
                 "torch's `max_memory_allocated()` over the phase alone",
@@ -392,11 +489,24 @@ SECTIONS: tuple[Section, ...] = (
                 "param_count",
                 "count",
                 (
-                    "elements of the model's parameters after every technique (shared tensors once; a "
-                    "DTensor's global size)"
+                    "elements of the dense model the built one represents (shared tensors once; a quantized "
+                    "or CSR Linear counts out x in, never packed elements; a DTensor's global size)"
                 ),
-                measured="case process, `model.parameters()` right after build",
+                measured="case process, `analysis.storage.dense_param_count` right after build",
                 absent="absent when the case failed before the model was built, and for unsupported cases",
+            ),
+            M(
+                "stored_weight_bytes",
+                "bytes",
+                (
+                    "bytes the model's weights occupy as stored, every storage once: parameters, buffers, "
+                    "tensor attributes (masks' recomputed weight), torch.ao packed int8 weights + scales, "
+                    "bitsandbytes scales and quant state, torchao inner tensors, CSR arrays; tied and "
+                    "shared weights once. The one model-bytes figure comparable across techniques"
+                ),
+                measured="case process, `analysis.storage.stored_weight_bytes` right after build",
+                absent="as `param_count`",
+                display="weights stored",
             ),
             M(
                 "param_bytes",
@@ -891,6 +1001,133 @@ SECTIONS: tuple[Section, ...] = (
                 measured="case process",
                 absent="absent when they were computed or not asked for",
             ),
+            M(
+                "heldout_loss_per_batch_nats",
+                "nats, list",
+                (
+                    "each held-out batch's mean next-token cross-entropy: the unit the paired difference "
+                    "and its bootstrap interval are computed over"
+                ),
+                measured="case process, `analysis.quality.heldout_loss`",
+                absent="as `heldout_loss_nats`",
+            ),
+            M(
+                "heldout_draw",
+                "text",
+                (
+                    "what identifies the held-out batches (data, seed, batches, batch_size, seq_len): cases"
+                    " are paired only on the same draw"
+                ),
+                measured="case process",
+                absent="as `heldout_loss_nats`",
+            ),
+            M(
+                "quality_start_weights",
+                "text",
+                "the weights the case started from: the trained reference (steps, seed) or a random init",
+                measured="case process",
+                absent="as `heldout_loss_nats`",
+            ),
+            M(
+                "quality_finetune_step_count",
+                "count",
+                (
+                    "training steps taken from the start weights before scoring (warm-up + measured), the "
+                    "same seeded batches for every technique of a group"
+                ),
+                measured="case process",
+                absent="absent for serving cases",
+            ),
+            M(
+                "quality_delta_nats",
+                "nats",
+                (
+                    "mean over the same held-out batches of (case - baseline) held-out loss; the baseline "
+                    "is the group's baseline case (training) or the fp32 model of the same weights "
+                    "(serving)"
+                ),
+                measured="parent (`analysis.pairing.quality_vs_baseline`) or case process",
+                absent="absent for the baseline itself, without quality figures, or when the baseline failed",
+            ),
+            M(
+                "quality_delta_ci_low_nats",
+                "nats",
+                (
+                    "lower end of the 95 % percentile bootstrap interval (2000 resamples over batches) of "
+                    "`quality_delta_nats`"
+                ),
+                measured="as `quality_delta_nats`",
+                absent="as `quality_delta_nats`",
+            ),
+            M(
+                "quality_delta_ci_high_nats",
+                "nats",
+                "upper end of that interval",
+                measured="as `quality_delta_nats`",
+                absent="as `quality_delta_nats`",
+            ),
+            M(
+                "quality_ci_level_fraction",
+                "fraction",
+                "confidence level of the intervals (0.95)",
+                measured="as `quality_delta_nats`",
+                absent="as `quality_delta_nats`",
+            ),
+            M(
+                "quality_change",
+                "text",
+                (
+                    "`no measurable change` when the interval holds 0 (or one batch), else `higher` / "
+                    "`lower`: show the label, do not rank by the number then"
+                ),
+                measured="as `quality_delta_nats`",
+                absent="as `quality_delta_nats`",
+            ),
+            M(
+                "quality_baseline",
+                "text",
+                "serving cases: what the paired difference is against",
+                measured="case process",
+                absent="absent for training cases",
+            ),
+            M(
+                "quality_delta_unavailable_reason",
+                "text",
+                (
+                    "why no paired difference: the baseline was scored on other held-out batches, or batch "
+                    "counts differ"
+                ),
+                measured="parent",
+                absent="absent when the difference was computed",
+            ),
+            M(
+                "kl_divergence_ci_low_nats",
+                "nats",
+                "lower end of the bootstrap interval over batches of `kl_divergence_nats`",
+                measured="case process",
+                absent="as `kl_divergence_nats`",
+            ),
+            M(
+                "kl_divergence_ci_high_nats",
+                "nats",
+                "upper end of that interval",
+                measured="case process",
+                absent="as `kl_divergence_nats`",
+            ),
+            M(
+                "top1_agreement_ci_low_fraction",
+                "fraction",
+                "lower end of the bootstrap interval over batches of `top1_agreement_fraction`",
+                measured="case process",
+                absent="as `kl_divergence_nats`",
+            ),
+            M(
+                "top1_agreement_ci_high_fraction",
+                "fraction",
+                "upper end of that interval",
+                measured="case process",
+                absent="as `kl_divergence_nats`",
+            ),
         ),
     ),
     Section(
@@ -1252,6 +1489,30 @@ SECTIONS: tuple[Section, ...] = (
                 ),
                 measured="parent, `runner.exactness.check`",
                 absent="absent unless that happened (and when either tensor peak is missing)",
+            ),
+            M(
+                "baseline_differences",
+                "list of text",
+                (
+                    "what differs from the baseline besides the technique (ranks, global batch, per-rank "
+                    "batch, host memory scope)"
+                ),
+                measured="parent, `analysis.pairing.baseline_differences`",
+                absent="absent for the baseline itself and when there is no baseline record",
+            ),
+            M(
+                "baseline_ratios_comparable",
+                "bool",
+                "true when nothing but the technique differs: ratios to the baseline are the technique's",
+                measured="parent",
+                absent="as `baseline_differences`",
+            ),
+            M(
+                "baseline_ratio_null_reason",
+                "text",
+                "why ratios to the baseline must be shown as null",
+                measured="parent",
+                absent="absent when `baseline_ratios_comparable`",
             ),
         ),
     ),

@@ -43,14 +43,21 @@ def classify(exc: BaseException, torch: Any) -> dict[str, Any]:
     is_oom = is_oom or "can't allocate memory" in msg or "out of memory" in msg.lower()
     if is_oom:
         return {"status": "oom", "error": first, "oom_requested_bytes": oom_bytes(msg)}
+    if type(exc).__name__ == "UnsupportedModel":  # harness.models.source: the model lacks a needed part
+        return {"status": "unsupported", "error": str(exc)[:500]}
     return {"status": "error", "error": first, "traceback_tail": traceback.format_exc()[-4000:]}
 
 
 def model_figures(model: Any) -> dict[str, int]:
+    from harness.analysis.storage import dense_param_count, stored_weight_bytes
+
     params = {id(p): p for p in model.parameters()}.values()  # shared tensors counted once
     buffers = {id(b): b for b in model.buffers()}.values()
     return {
-        "param_count": sum(p.numel() for p in params),
+        # Elements of the dense model it stands for (a 4-bit or CSR layer still represents out x in).
+        "param_count": dense_param_count(model),
+        # The one model-bytes figure comparable across techniques: every storage once, as stored.
+        "stored_weight_bytes": stored_weight_bytes(model),
         "param_bytes": sum(p.numel() * p.element_size() for p in params),
         "trainable_param_count": sum(p.numel() for p in params if p.requires_grad),
         "buffer_bytes": sum(b.numel() * b.element_size() for b in buffers),

@@ -13,8 +13,8 @@ import torch
 
 from harness.case import CaseSpec
 from harness.data import case_batches, reference_weights
-from harness.models.config import ModelConfig
-from harness.models.transformer import Transformer
+from harness.models.build import build_module
+from harness.models.source import ModelSource, config_of
 from harness.workloads.base import Session
 
 
@@ -37,22 +37,48 @@ def _guarded(reason_key: str, compute: Any) -> dict[str, Any]:
 
 
 def quality(case: CaseSpec, session: Session) -> dict[str, Any]:
-    """Held-out loss and perplexity of the case's model as it stands after the measured steps; for
-    inference also KL(fp32 baseline || case) and top-1 agreement on the same held-out batches."""
+    """Held-out loss and perplexity of the case's model as it stands after the measured steps, with
+    each batch's loss (paired with the baseline's batch by batch, harness/analysis/pairing.py). A
+    served model (infer, generate) is also compared with the fp32 model of the same weights here: KL,
+    top-1 agreement and the paired loss difference, each with a bootstrap interval over batches."""
+    from harness.analysis.pairing import paired_difference
     from harness.analysis.quality import compare_models, heldout_loss
 
     own = getattr(session, "quality_metrics", None)
     if own is not None:  # a workload with its own protocol (generate: teacher-forced decoding)
         result: dict[str, Any] = own()
         return result
-    cfg = ModelConfig(**case.model)
+    cfg = config_of(case.model)
     device = next(session.model.parameters()).device
     batches = case_batches(case, case.heldout_batches, cfg.vocab_size, "heldout", str(device))
     model = _InPlanContext(session)  # the case's step contexts (autocast) apply to its model only
     out: dict[str, Any] = heldout_loss(model, batches)
-    if case.workload_kind == "infer":
-        out.update(compare_models(model, _fp32_baseline(case, cfg, device), batches))
+    out["heldout_draw"] = heldout_draw(case)
+    out["quality_start_weights"] = start_weights(case)
+    if not session.serving:  # every technique of a group fine-tunes on the same seeded batches
+        out["quality_finetune_step_count"] = case.warmup_steps + case.measured_steps
+    if session.serving:
+        compared = compare_models(model, _fp32_baseline(case, cfg, device), batches)
+        reference = compared.pop("reference_heldout_loss_per_batch_nats")
+        out.update(compared)
+        if case.techniques:
+            out.update(paired_difference(out["heldout_loss_per_batch_nats"], reference))
+            out["quality_baseline"] = "fp32 model of the same weights, same held-out batches"
     return out
+
+
+def heldout_draw(case: CaseSpec) -> str:
+    """What identifies the held-out batches: a case and its baseline are paired only on the same draw."""
+    return (
+        f"{case.data} heldout, seed {case.seed}, {case.heldout_batches} batches of "
+        f"{case.batch_size} x {case.seq_len}"
+    )
+
+
+def start_weights(case: CaseSpec) -> str:
+    if case.uses_reference_weights:
+        return f"reference weights trained {case.reference_steps} steps on the corpus (seed {case.seed})"
+    return f"random init (seed {case.seed}): quality figures are noise"
 
 
 class _InPlanContext(torch.nn.Module):
@@ -70,11 +96,11 @@ class _InPlanContext(torch.nn.Module):
             return self.inner(x)
 
 
-def _fp32_baseline(case: CaseSpec, cfg: ModelConfig, device: torch.device) -> torch.nn.Module:
+def _fp32_baseline(case: CaseSpec, cfg: ModelSource, device: torch.device) -> torch.nn.Module:
     """The same starting weights with no technique, in fp32: what the case's logits are judged against."""
     weights = reference_weights(case, cfg)
     torch.manual_seed(case.seed)
-    model = Transformer(cfg)
+    model = build_module(cfg)
     if weights is not None:
         model.load_state_dict(weights)
     return model.to(device).eval()

@@ -62,6 +62,7 @@ class PassResult:
     wall_time_s: float
     gpu_process_peak_bytes: int | None = None
     gpu_device_peak_bytes: int | None = None
+    sample_interval_s: float = 0.0  # what the sampler was asked for (see sampler.achieved_interval)
 
 
 def child_env(case: CaseSpec, memory_pass: bool) -> dict[str, str]:
@@ -133,9 +134,11 @@ def run_pass(
         killed = _reap(proc, grace_s=0 if timed_out else 10)
         sampler.stop()
     oom = _oom_killed(oom_kills_before)
-    return _finish(
+    result = _finish(
         proc.returncode, timed_out, killed, sampler, phases, out_file, stderr_path, time.monotonic() - t0, oom
     )
+    result.sample_interval_s = interval
+    return result
 
 
 def _oom_killed(before: int | None) -> bool | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import workloads as wlreg
+from harness.analysis import pairing
 from harness.case import CaseSpec
 from harness.results import provenance
 from harness.results.store import RunStore
@@ -88,9 +89,9 @@ def prepare_reference(case: CaseSpec) -> None:
     torch.set_num_threads(case.threads)  # the reduction order, hence the trained weights, follow it
     if case.uses_reference_weights:
         from harness.data import reference_weights
-        from harness.models.config import ModelConfig
+        from harness.models.source import config_of
 
-        reference_weights(case, ModelConfig(**case.model))
+        reference_weights(case, config_of(case.model))
     workload.prepare(case)
 
 
@@ -183,6 +184,8 @@ def _run_group(
             baselines[key] = rec
         rec.update(exactness.check(rec, baselines.get(key)))
         rec.update(time_ratio_fields(rec, baselines.get(key)))
+        rec.update(pairing.baseline_differences(rec, baselines.get(key)))
+        rec.update(pairing.quality_vs_baseline(rec, baselines.get(key)))
         store.append(rec)
         if progress:
             progress(next(c for c in group if c.case_id == rec["case_id"]), rec)

@@ -24,7 +24,8 @@ from harness import workloads as wlreg
 from harness.case import CaseSpec, TechniqueSpec
 from harness.errors import SuiteError, SuiteErrors, allowed, closest
 from harness.models.config import CONFIG_FIELDS, SIZES, ConfigValueError, ModelConfig, range_problems
-from harness.suite.schema import Defaults, MatrixEntry, Suite
+from harness.models.source import EntryError, resolve_entry
+from harness.suite.schema import Defaults, MatrixEntry, ModelEntry, Suite
 
 AXES = ("model", "workload", "techniques", "batch_size", "seq_len")
 # Bounds that keep a mistake (or a hostile file) from taking validation down: a suite is a page of text.
@@ -364,7 +365,7 @@ def expand(
     """The suite's cases; every mistake found is added to `found` (raised at once when it is None)."""
     own = found is None
     found = found or _Collect(label)
-    models = _each(found, suite.models, lambda n, e: _model_config(label, n, e.size, e.model_extra or {}))
+    models = _each(found, suite.models, lambda n, e: _model_entry(label, n, e))
     workloads = _each(found, suite.workloads, lambda n, raw: _workload_config(label, n, raw))
     combos = _each(found, suite.techniques, lambda n, items: _technique_list(label, n, items))
     _check_combos(label, combos, found)
@@ -461,6 +462,19 @@ def _check_data_files(label: str, suite: Suite, found: _Collect) -> None:
             ok = False
         if not ok:
             found.add(f"{where}.corpus_text_file", f"{_short(name)} is not a readable file; give a text file")
+
+
+def _model_entry(label: str, name: str, entry: ModelEntry) -> dict[str, Any]:
+    """The case `model` dict of one entry: a built-in size with overrides, or another source."""
+    fields = {**({"size": entry.size} if entry.size is not None else {}), **(entry.model_extra or {})}
+    try:
+        resolved = resolve_entry(fields, Path(label).parent)
+    except EntryError as e:
+        raise SuiteError(label, f"models.{name}" + (f".{e.key}" if e.key else ""), e.problem) from None
+    if resolved is not None:
+        return resolved
+    assert entry.size is not None  # resolve_entry returns None only for a `size:` entry
+    return _model_config(label, name, entry.size, entry.model_extra or {})
 
 
 def _model_config(label: str, name: str, size: str, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -46,8 +46,9 @@ class Defaults(Strict):
     corpus_text_file: str | None = None
     """A text file of your own to use as the byte-level corpus instead of the standard library."""
     reference_steps: int = Field(default=200, ge=0)
-    """Inference (and quality) runs on weights first trained this many steps on the corpus, cached by a
-    hash of (model, corpus, steps, seed); 0 = random init, whose quality figures are noise."""
+    """Every case starts from weights first trained this many steps on the corpus (inference serves
+    them, training fine-tunes them), cached by a hash of (model, corpus, steps, seed); 0 = random init,
+    whose quality figures are noise."""
     quality: bool = True
     """After the timed steps, evaluate held-out loss/perplexity (and KL / top-1 vs fp32 for inference)."""
     heldout_batches: int = Field(default=4, ge=1)
@@ -57,10 +58,12 @@ class Defaults(Strict):
 
 
 class ModelEntry(BaseModel):
-    """`size` names a model in harness/models/config.py; any ModelConfig field may follow to override."""
+    """One model source: `size` (built-in, harness/models/config.py), `hf` (a transformers preset),
+    `hf_config` (a local config.json) or `factory` ("module:function"); the source's fields follow
+    (ModelConfig fields, transformers config fields, or kwargs/vocab_size/max_seq_len). See docs/models.md."""
 
     model_config = ConfigDict(extra="allow", frozen=True, strict=True)
-    size: str
+    size: str | None = None
 
 
 class MatrixEntry(Strict):

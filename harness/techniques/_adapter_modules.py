@@ -6,6 +6,7 @@ that the technique modules import without torch; they import these inside their 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +52,13 @@ class AfterSublayer(nn.Module):
         self.sublayer = sublayer
         self.adapter = adapter
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.sublayer(x))
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # transformers' attention takes keyword arguments and returns (output, weights): the adapter acts
+        # on the output, the rest passes through.
+        out = self.sublayer(*args, **kwargs)
+        if isinstance(out, tuple):
+            return (self.adapter(out[0]), *out[1:])
+        return self.adapter(out)
 
 
 class LoRALinear(AdapterModule):

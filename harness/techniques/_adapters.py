@@ -40,32 +40,42 @@ class BottleneckConfig(TechniqueConfig):
     """Base parts that train too: lm_head, embeddings, layer_norms (Houlsby et al. trained norms)."""
 
 
-def add_after(blocks: nn.ModuleList, part: str, make: Callable[[], nn.Module]) -> None:
+def add_after(model: nn.Module, part: str, make: Callable[[], nn.Module], technique: str) -> None:
     """Put `make()` after sublayer `part` ("attn" or "mlp") of every layer position."""
+    from harness.models.layout import blocks_or_raise, layout_of, part_attr_or_raise
     from harness.techniques._adapter_modules import AfterSublayer
 
+    blocks = blocks_or_raise(model, technique)
+    attr = part_attr_or_raise(layout_of(model), part, technique)
     if len({id(b) for b in blocks}) != len(blocks):
         raise ValueError("one block object sits at several positions; adapters need one module per position")
     for block in blocks:
-        setattr(block, part, AfterSublayer(getattr(block, part), make()))
+        setattr(block, attr, AfterSublayer(getattr(block, attr), make()))
 
 
 def blocks_of(model: nn.Module) -> nn.ModuleList:
-    from torch import nn
+    from harness.models.layout import blocks_or_raise
 
-    blocks = model.get_submodule("blocks")
-    if not isinstance(blocks, nn.ModuleList):
-        raise TypeError(f"model.blocks is a {type(blocks).__name__}, not an nn.ModuleList")
-    return blocks
+    return blocks_or_raise(model, "this technique")
 
 
 def d_model_of(model: nn.Module) -> int:
-    return int(model.get_submodule("tok_emb").weight.shape[1])
+    """The width of the residual stream: the token embedding's (a factory module without an embedding:
+    the first block's first Linear input)."""
+    from torch import nn
+
+    from harness.models.layout import layout_of
+
+    embeddings = layout_of(model).embeddings
+    if embeddings:
+        return int(embeddings[0].weight.shape[1])
+    first = next(m for m in blocks_of(model).modules() if isinstance(m, nn.Linear))
+    return int(first.in_features)
 
 
 def first_weight(model: nn.Module) -> torch.Tensor:
     """A base weight whose device and dtype new adapter tensors must match."""
-    return model.get_submodule("tok_emb").weight
+    return next(p for p in model.parameters() if p.is_floating_point())
 
 
 def _is_adapter_param(name: str, adapter_ids: set[int], param: nn.Parameter) -> bool:
@@ -74,21 +84,19 @@ def _is_adapter_param(name: str, adapter_ids: set[int], param: nn.Parameter) -> 
 
 
 def _extra_params(model: nn.Module, extras: Iterable[str]) -> set[int]:
-    from torch import nn
+    from harness.models.layout import layout_of
 
     ids: set[int] = set()
+    layout = layout_of(model)
     for extra in extras:
-        if extra == "lm_head":
-            ids.update(id(p) for p in model.get_submodule("lm_head").parameters())
+        if extra == "lm_head" and layout.lm_head is not None:
+            ids.update(id(p) for p in layout.lm_head.parameters())
         elif extra == "embeddings":
-            for name in ("tok_emb", "pos_emb"):
-                module = getattr(model, name, None)
-                if module is not None:
-                    ids.update(id(p) for p in module.parameters())
-        elif extra == "layer_norms":
-            for m in model.modules():
-                if isinstance(m, nn.LayerNorm):
-                    ids.update(id(p) for p in m.parameters())
+            for module in layout.embeddings:
+                ids.update(id(p) for p in module.parameters())
+        elif extra == "layer_norms":  # LayerNorm and RMSNorm alike
+            for m in layout.norms(model):
+                ids.update(id(p) for p in m.parameters())
     return ids
 
 

@@ -61,9 +61,13 @@ class CheckpointedBlock(nn.Module):
         self.inner = inner
         self.policy = policy
 
-    def forward(self, x: torch.Tensor) -> Any:
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # transformers' layers take keyword arguments (masks, rotary cos/sin) beside the hidden states;
+        # non-reentrant checkpointing passes them through.
         if not torch.is_grad_enabled():
-            return self.inner(x)
+            return self.inner(*args, **kwargs)
         if self.policy == "selective":
-            return checkpoint(self.inner, x, use_reentrant=False, context_fn=_selective_contexts)
-        return checkpoint(self.inner, x, use_reentrant=False)
+            return checkpoint(
+                self.inner, *args, use_reentrant=False, context_fn=_selective_contexts, **kwargs
+            )
+        return checkpoint(self.inner, *args, use_reentrant=False, **kwargs)

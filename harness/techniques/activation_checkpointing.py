@@ -80,17 +80,18 @@ class ActivationCheckpointing(Technique):
         return None
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
-        from torch import nn
-
+        from harness.models.layout import blocks_or_raise, layout_of, part_attr_or_raise
         from harness.techniques._checkpoint_wrap import CheckpointedBlock
 
-        blocks = model.get_submodule("blocks")
-        assert isinstance(blocks, nn.ModuleList)
+        layout = layout_of(model)
+        blocks = blocks_or_raise(model, self.name)
         wrap = functools.partial(CheckpointedBlock, policy=self.config.policy)
+        part = None
+        if self.config.scope != "block":
+            part = part_attr_or_raise(layout, "mlp" if self.config.scope == "mlp" else "attn", self.name)
         for i in range(0, len(blocks), self.config.every_k_blocks):
-            if self.config.scope == "block":
+            if part is None:
                 blocks[i] = wrap(blocks[i])
             else:
-                part = "mlp" if self.config.scope == "mlp" else "attn"
                 setattr(blocks[i], part, wrap(getattr(blocks[i], part)))
         return model

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from harness.analysis.shape import Shape, StepFlops
-    from harness.models.config import ModelConfig
+    from harness.models.source import ModelSource
 
 
 QUANTIZERS_CONFLICT = "two weight quantizers: the second would quantize already-quantized weights"
@@ -81,6 +81,11 @@ class Context:
     seed: int
     rank: int = 0
     world_size: int = 1
+    # Which model source the case builds (harness.models.source): "builtin", "hf" or "factory", and its
+    # family ("builtin", "factory", or transformers' gpt2/llama/mistral/qwen2). Techniques that need a
+    # part a source lacks say so in `unsupported_reason`, before a process is spent.
+    model_source: str = "builtin"
+    model_family: str = "builtin"
 
 
 LossFn = Callable[["nn.Module", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
@@ -196,7 +201,9 @@ class Technique:
         return None
 
     # ---- hooks, called in composition order; defaults do nothing ----
-    def configure_model(self, cfg: ModelConfig, ctx: Context) -> ModelConfig:
+    def configure_model(self, cfg: ModelSource, ctx: Context) -> ModelSource:
+        """Rewrite the config before the model exists. `cfg.replace(...)` takes harness's field names on
+        every source that has them (tie_embeddings, attention; see harness.models.source)."""
         return cfg
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:

@@ -7,7 +7,6 @@ from harness.techniques._adapter_rules import bottleneck_saved_bytes, bottleneck
 from harness.techniques._adapters import (
     BottleneckConfig,
     add_after,
-    blocks_of,
     d_model_of,
     first_weight,
     freeze_base,
@@ -55,9 +54,8 @@ class BottleneckAdapter(Technique):
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
         from harness.techniques._adapter_modules import Bottleneck
 
-        blocks = blocks_of(model)
         make = functools.partial(Bottleneck, d_model_of(model), self.config.bottleneck, first_weight(model))
         for part in ("attn", "mlp"):
-            add_after(blocks, part, make)
+            add_after(model, part, make, self.name)
         freeze_base(model, self.config.also_train)
         return model

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
@@ -11,7 +12,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from harness.analysis.shape import Shape
-    from harness.models.transformer import Transformer
 
 
 class ChunkedCrossEntropy(Technique):
@@ -47,44 +47,48 @@ class ChunkedCrossEntropy(Technique):
         chunks = self.config.chunks
 
         def loss_fn(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            return chunked_loss(find_transformer(model), inputs, targets, chunks)
+            return chunked_loss(model, inputs, targets, chunks)
 
         plan.loss_fn = loss_fn
 
 
-def find_transformer(model: nn.Module) -> Transformer:
-    """The subject Transformer inside whatever wrapped it (adapters wrap it; WRAP techniques wrap blocks).
+def hidden_and_head(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module]:
+    """The subject model's final-hidden-states entry and LM head, inside whatever wrapped it (adapters
+    rewrite submodules; WRAP techniques wrap blocks). harness.models.layout finds them on the built-in
+    Transformer, a transformers model, or a factory module that has `hidden(ids)` and `lm_head`.
 
-    Calling `hidden` and `lm_head` directly bypasses an outer wrapper's forward, which is fine for
-    wrappers that only rewrite submodules, not for ones whose forward does work (DDP).
+    Calling them directly bypasses an outer wrapper's forward, which is fine for wrappers that only
+    rewrite submodules, not for ones whose forward does work (DDP).
     """
-    from harness.models.transformer import Transformer
 
-    for module in model.modules():
-        if isinstance(module, Transformer):
-            return module
-    raise TypeError(
-        f"chunked_cross_entropy needs the subject Transformer; found none in {type(model).__name__}"
-    )
+    from harness.models.layout import layout_of
+    from harness.models.source import UnsupportedModel
+
+    layout = layout_of(model)
+    if layout.hidden is None or layout.lm_head is None:
+        raise UnsupportedModel(
+            f"chunked_cross_entropy needs the model's final hidden states and head: "
+            f"{type(model).__name__} has no `hidden(ids)` method and `lm_head` module (see docs/models.md)"
+        )
+    return layout.hidden, layout.lm_head
 
 
-def chunked_loss(
-    model: Transformer, inputs: torch.Tensor, targets: torch.Tensor, chunks: int
-) -> torch.Tensor:
+def chunked_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunks: int) -> torch.Tensor:
     """Mean next-token cross-entropy, equal to `next_token_loss(model(inputs), targets)`."""
     import torch
     from torch.utils.checkpoint import checkpoint
 
-    h = model.hidden(inputs)  # (B, T, C)
+    hidden, head = hidden_and_head(model)
+    h = hidden(inputs)  # (B, T, C)
     flat_h = h.reshape(-1, h.size(-1))  # (B*T, C)
     flat_y = targets.reshape(-1)  # (B*T,)
     total = flat_h.new_zeros((), dtype=torch.float32)
     for h_c, y_c in zip(flat_h.chunk(chunks), flat_y.chunk(chunks), strict=True):
         if torch.is_grad_enabled():
             # Without checkpointing autograd would keep every chunk's log-softmax, saving nothing.
-            total = total + checkpoint(_chunk_loss_sum, model.lm_head, h_c, y_c, use_reentrant=False)
+            total = total + checkpoint(_chunk_loss_sum, head, h_c, y_c, use_reentrant=False)
         else:
-            total = total + _chunk_loss_sum(model.lm_head, h_c, y_c)
+            total = total + _chunk_loss_sum(head, h_c, y_c)
     return total / flat_y.numel()
 
 

@@ -4,7 +4,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from harness.techniques._adapters import blocks_of
 from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
 
 if TYPE_CHECKING:
@@ -47,7 +46,10 @@ class CrossLayerSharing(Technique):
         return None
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
-        blocks = blocks_of(model)
+
+        from harness.models.layout import blocks_or_raise
+
+        blocks = blocks_or_raise(model, self.name)
         k = self.config.share_every or len(blocks)
         for i in range(len(blocks)):
             if i % k:

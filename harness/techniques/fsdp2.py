@@ -56,7 +56,9 @@ class FSDP2(DataParallel):
         reshard = self.config.reshard_after_forward
         # One unit per block (what activation checkpointing may have wrapped), then the root gathers
         # the rest (embeddings, final norm, LM head), as torchtitan's parallelize does.
-        for block in model.get_submodule("blocks"):
+        from harness.models.layout import blocks_or_raise
+
+        for block in blocks_or_raise(model, self.name):
             fully_shard(block, mesh=mesh, reshard_after_forward=reshard)
         fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
         return model

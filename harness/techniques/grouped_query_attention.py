@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
+from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -47,16 +47,23 @@ class GroupedQueryAttention(Technique):
         shape.kv_heads = kv
         return None
 
+    def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
+        if ctx.model_family == "gpt2":  # known before the case runs: no process spent on it
+            return "GPT-2 keeps q, k, v in one fused c_attn projection; K/V heads pool in separate k/v_proj"
+        return None
+
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
         import torch
+
+        from harness.models.source import UnsupportedModel
 
         attns = [
             m
             for m in model.modules()
             if hasattr(m, "k_proj") and hasattr(m, "v_proj") and hasattr(m, "head_dim")
         ]
-        if not attns:
-            raise ValueError(
+        if not attns:  # a factory module: known once built, recorded as `unsupported`
+            raise UnsupportedModel(
                 "grouped_query_attention needs attention modules with separate k_proj and v_proj "
                 f"(harness's model, Llama/Mistral/Qwen2); {type(model).__name__} has none (GPT-2 fuses them)"
             )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -13,8 +14,26 @@ if TYPE_CHECKING:
 
     from harness.analysis.shape import Shape
 
-Target = Literal["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+Target = Literal[
+    "q_proj", "k_proj", "v_proj", "out_proj", "o_proj", "fc1", "fc2", "gate_proj", "up_proj", "down_proj"
+]
 DEFAULT_TARGETS: tuple[Target, ...] = ("q_proj", "v_proj")  # Hu et al.'s choice for GPT-3
+
+# Target names -> roles of harness.models.layout, so one name means the same layer on every source:
+# out_proj and o_proj are the attention output; fc1 is the MLP's input side (up, and gate for SwiGLU),
+# fc2 its output. GPT-2's fused c_attn plays q, k and v at once (adapted once).
+TARGET_ROLES: dict[str, tuple[str, ...]] = {
+    "q_proj": ("q",),
+    "k_proj": ("k",),
+    "v_proj": ("v",),
+    "out_proj": ("o",),
+    "o_proj": ("o",),
+    "fc1": ("mlp_up", "mlp_gate"),
+    "up_proj": ("mlp_up",),
+    "gate_proj": ("mlp_gate",),
+    "fc2": ("mlp_down",),
+    "down_proj": ("mlp_down",),
+}
 
 
 class LoRA(Technique):
@@ -43,7 +62,8 @@ class LoRA(Technique):
         alpha: int = Field(default=16, ge=1)
         """The update is scaled by alpha / rank."""
         targets: list[Target] = Field(default_factory=lambda: list(DEFAULT_TARGETS), min_length=1)
-        """Linear layers (by attribute name in every block) that get a LoRA update; Hu et al. chose q, v."""
+        """Linear layers (by role, in every block, on every model source) that get a LoRA update; Hu et al.
+        chose q, v. out_proj = o_proj, fc1 = up (+ gate), fc2 = down_proj."""
         dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
         """Dropout on the LoRA branch's input."""
         also_train: list[Extra] = Field(default_factory=list)
@@ -58,7 +78,10 @@ class LoRA(Technique):
             return reason
         if self.config.impl != "manual" or self.config.dropout > 0:
             return "only the manual implementation without dropout is modelled"
-        c, r, targets = shape.cfg, self.config.rank, list(self.config.targets)
+        c, r = shape.cfg, self.config.rank
+        # The built-in block's names for the roles (a transformers family is not modelled: freeze_base).
+        builtin = {"o_proj": "out_proj", "gate_proj": "fc1", "up_proj": "fc1", "down_proj": "fc2"}
+        targets = [builtin.get(t, t) for t in self.config.targets]
         levels = {"q_proj": 0, "k_proj": 0, "v_proj": 0, "out_proj": 1, "fc1": 2, "fc2": 2}
         shape.first_trainable = min([shape.first_trainable, *(levels[t] for t in targets)])
         for name in targets:
@@ -88,28 +111,50 @@ class LoRA(Technique):
         return model
 
     def _inject_manual(self, model: nn.Module) -> None:
-        # named_modules() lists a shared module once, so a block shared across layers is adapted once.
-        from torch import nn
-
         from harness.techniques._adapter_modules import LoRALinear
 
-        found = [
-            (name, module)
-            for name, module in model.named_modules()
-            if name.rsplit(".", 1)[-1] in self.config.targets and isinstance(module, nn.Linear)
-        ]
-        if not found:
-            raise ValueError(f"lora found no Linear layer named {self.config.targets}")
         c = self.config
-        for name, module in found:
+        for name in target_names(model, c.targets):
             parent_name, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), attr, LoRALinear(module, c.rank, c.alpha, c.dropout))
+            parent = model.get_submodule(parent_name)
+            setattr(parent, attr, LoRALinear(getattr(parent, attr), c.rank, c.alpha, c.dropout))
 
     def _inject_peft(self, model: nn.Module) -> Any:
         from peft import LoraConfig, inject_adapter_in_model
 
         c = self.config
+        names = target_names(model, c.targets)  # exact module names: peft matches them whole
         config = LoraConfig(
-            r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=list(c.targets), bias="none"
+            r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=names, bias="none"
         )
         return inject_adapter_in_model(config, model)
+
+
+def target_names(model: nn.Module, targets: Sequence[str]) -> list[str]:
+    """Qualified names of the Linear layers playing the targets' roles in every block, each once: a
+    module shared across layers (cross_layer_sharing) or across roles (GPT-2's c_attn) is listed at its
+    first name, so it is adapted once. A model without decoder blocks (a factory module) is searched by
+    attribute name over all its Linear layers."""
+    from torch import nn
+
+    from harness.models.layout import layout_of
+    from harness.models.source import UnsupportedModel
+
+    roles = [r for t in targets for r in TARGET_ROLES[t]]
+    layout = layout_of(model)
+    wanted: set[int] = set()
+    if layout.blocks is not None:
+        for block in layout.blocks:
+            wanted.update(
+                id(block.get_submodule(p)) for role in roles for p in layout.role_paths(block, role)
+            )
+    else:
+        wanted = {
+            id(m)
+            for n, m in model.named_modules()
+            if n.rsplit(".", 1)[-1] in targets and isinstance(m, nn.Linear)
+        }
+    if not wanted:
+        raise UnsupportedModel(f"lora found no Linear layer for {targets} in {type(model).__name__}")
+    # In module order (named_modules lists a shared module once): the adapters' random init follows it.
+    return [name for name, m in model.named_modules() if id(m) in wanted]

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from harness.models.config import ModelConfig
-from harness.techniques.base import Context, Phase, Technique
+from harness.models.source import ModelSource
+from harness.techniques.base import Context, Environment, Phase, Technique
 
 if TYPE_CHECKING:
     from harness.analysis.shape import Shape
@@ -24,7 +24,12 @@ class SdpaAttention(Technique):
     # Same math, other summation order: ~1.6e-5 relative loss drift seen over 4 steps in fp32.
     exact_rtol: ClassVar[float] = 1e-4
 
-    def configure_model(self, cfg: ModelConfig, ctx: Context) -> ModelConfig:
+    def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
+        if ctx.model_source == "factory":
+            return "a factory module's attention is its own: call scaled_dot_product_attention in your module"
+        return None
+
+    def configure_model(self, cfg: ModelSource, ctx: Context) -> ModelSource:
         return cfg.replace(attention="sdpa")
 
     def adjust_prediction(self, shape: Shape) -> str | None:

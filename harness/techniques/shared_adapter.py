@@ -6,7 +6,6 @@ from harness.techniques._adapter_rules import bottleneck_saved_bytes, bottleneck
 from harness.techniques._adapters import (
     BottleneckConfig,
     add_after,
-    blocks_of,
     d_model_of,
     first_weight,
     freeze_base,
@@ -52,6 +51,6 @@ class SharedAdapter(Technique):
         from harness.techniques._adapter_modules import Bottleneck
 
         adapter = Bottleneck(d_model_of(model), self.config.bottleneck, first_weight(model))
-        add_after(blocks_of(model), "mlp", lambda: adapter)
+        add_after(model, "mlp", lambda: adapter, self.name)
         freeze_base(model, self.config.also_train)
         return model

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from harness.models.config import ModelConfig
-from harness.techniques.base import Context, Phase, Technique
+from harness.models.source import ModelSource
+from harness.techniques.base import Context, Environment, Phase, Technique
 
 if TYPE_CHECKING:
     from harness.analysis.shape import Shape
@@ -21,7 +21,12 @@ class TiedEmbeddings(Technique):
     name: ClassVar[str] = "tied_embeddings"
     phase: ClassVar[Phase] = Phase.CONFIG
 
-    def configure_model(self, cfg: ModelConfig, ctx: Context) -> ModelConfig:
+    def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
+        if ctx.model_source == "factory":
+            return "a factory module's embeddings and head are its own: tie them in your module"
+        return None
+
+    def configure_model(self, cfg: ModelSource, ctx: Context) -> ModelSource:
         return cfg.replace(tie_embeddings=True)
 
     def adjust_prediction(self, shape: Shape) -> str | None:

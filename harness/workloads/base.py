@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.models.config import ModelConfig
 from harness.techniques.base import Context, Phase, Technique
 
 if TYPE_CHECKING:
@@ -15,7 +14,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from harness.case import CaseSpec
-    from harness.models.transformer import Transformer
+    from harness.models.source import ModelSource
 
 
 class WorkloadConfig(BaseModel):
@@ -45,6 +44,14 @@ class Session(ABC):
     def extra_metrics(self) -> dict[str, Any]:
         return {}
 
+    @property
+    def serving(self) -> bool:
+        """Whether the session serves a built model (inference, generation) rather than training one:
+        its memory headline is then the measured phase's steady state, and the build phase (where a
+        technique's input and output copies coexist) is reported apart. Default: nothing is trained,
+        i.e. the session has no optimizer."""
+        return getattr(self, "optimizer", None) is None
+
 
 class Workload(ABC):
     name: ClassVar[str]
@@ -73,7 +80,7 @@ class Workload(ABC):
 
 
 def build_model(
-    cfg: ModelConfig,
+    cfg: ModelSource,
     techniques: list[Technique],
     ctx: Context,
     weights: dict[str, torch.Tensor] | None = None,
@@ -82,34 +89,17 @@ def build_model(
     in declared order: techniques that rewrite modules see the trained weights."""
     import torch
 
-    from harness.models.transformer import Transformer
+    from harness.models.build import build_module, with_weights
 
     for t in techniques:
         if t.phase == Phase.CONFIG:
             cfg = t.configure_model(cfg, ctx)
     torch.manual_seed(ctx.seed)  # same initial weights for every technique of a model
-    model = Transformer(cfg) if weights is None else _with_weights(cfg, weights)
+    model = build_module(cfg) if weights is None else with_weights(cfg, weights)
     model = model.to(device=ctx.device, dtype=getattr(torch, ctx.dtype))
     for t in techniques:
         if t.phase > Phase.CONFIG:
             model = t.transform_model(model, ctx)
-    return model
-
-
-def _with_weights(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> Transformer:
-    """The model holding `weights` themselves: built on the meta device and assigned, so a random init
-    and the loaded copy never coexist (that doubled the build phase's peak for a moment)."""
-    import torch
-
-    from harness.models.transformer import Transformer, sinusoidal_table
-
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model.load_state_dict(weights, assign=True)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.tok_emb.weight
-    if cfg.pos_encoding == "sinusoidal":  # a non-persistent buffer: not in any state dict
-        model.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
     return model
 
 

@@ -38,6 +38,7 @@ from pydantic import (
 from harness.case import CaseSpec
 from harness.errors import allowed, closest
 from harness.models.config import CONFIG_FIELDS, SIZES, ModelConfig
+from harness.models.source import ModelSource, config_of
 from harness.techniques.base import Context, Technique
 from harness.workloads.base import Session, Workload, WorkloadConfig
 from harness.workloads.train import TrainSession, plain_loss
@@ -91,10 +92,11 @@ class DistillConfig(WorkloadConfig):
     """ModelConfig fields that override the teacher's size, as under `models:` (e.g. n_layers: 8)."""
     teacher_dtype: TeacherDtype = "float32"
     """The teacher's weight dtype: bfloat16 halves its weights and logits; the loss is computed in fp32."""
-    teacher_weights: TeacherWeights = "random"
-    """`random`: seeded init (seed + 1, not the student's); `reference`: trained on the corpus for
+    teacher_weights: TeacherWeights = "reference"
+    """`reference` (default; with corpus data and reference_steps > 0): trained on the corpus for
     `reference_steps` steps (harness/corpus.py, cached; `Distill.prepare` fills the cache before the
-    case process starts), so its soft targets carry knowledge."""
+    case process starts), so its soft targets carry knowledge; `random`: seeded init (seed + 1, not
+    the student's), for memory-only studies."""
     temperature: float = Field(default=2.0, gt=0)
     """T: both distributions are softened as softmax(z / T); the soft term is scaled by T^2."""
     alpha: float = Field(default=0.5, ge=0, le=1)
@@ -164,7 +166,7 @@ def distill_loss(
 # ---- the teacher -----------------------------------------------------------------------------------
 
 
-def check_vocab(student: ModelConfig, teacher: ModelConfig) -> None:
+def check_vocab(student: ModelSource, teacher: ModelConfig) -> None:
     if student.vocab_size != teacher.vocab_size:
         raise ValueError(
             f"distill: teacher vocab_size {teacher.vocab_size} != student vocab_size {student.vocab_size}; "
@@ -175,8 +177,9 @@ def check_vocab(student: ModelConfig, teacher: ModelConfig) -> None:
 
 def teacher_state(case: CaseSpec, config: DistillConfig) -> dict[str, torch.Tensor] | None:
     """The teacher's trained weights when `teacher_weights: reference` (cached by the corpus module;
-    trained now if absent), else None."""
-    if config.teacher_weights != "reference":
+    trained now if absent), else None. Like the student's, only with corpus data and reference_steps > 0:
+    random tokens have nothing to learn."""
+    if config.teacher_weights != "reference" or not case.uses_reference_weights:
         return None
     from harness.corpus import reference_model
     from harness.data import corpus_for
@@ -213,7 +216,7 @@ class DistillSession(TrainSession):
         self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int, config: DistillConfig
     ) -> None:
         teacher_cfg = config.teacher_config()
-        check_vocab(ModelConfig(**case.model), teacher_cfg)  # before anything is built
+        check_vocab(config_of(case.model), teacher_cfg)  # before anything is built (any student source)
         if case.seq_len > teacher_cfg.max_seq_len:
             raise ValueError(
                 f"distill: seq_len {case.seq_len} exceeds the teacher's max_seq_len "

@@ -28,8 +28,8 @@ from pydantic import Field, model_validator
 
 from harness.case import CaseSpec
 from harness.data import case_batches, reference_weights
-from harness.models.config import ModelConfig
 from harness.models.kv_cache import CacheSpec, analytic_bytes, bytes_per_element, storage_bytes
+from harness.models.source import config_of
 from harness.techniques.base import Context, StepPlan, Technique
 from harness.workloads.base import Session, Workload, WorkloadConfig, build_model
 from harness.workloads.train import plain_loss
@@ -141,7 +141,7 @@ def _no_sync() -> None:
 
 
 def _build(case: CaseSpec, techniques: list[Technique], ctx: Context) -> torch.nn.Module:
-    cfg = ModelConfig(**case.model)
+    cfg = config_of(case.model)  # any model source (harness.models.source)
     model = build_model(cfg, techniques, ctx, reference_weights(case, cfg, verify=False))
     model.eval()
     for p in model.parameters():

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from harness.case import CaseSpec
 from harness.data import case_batches, reference_weights
-from harness.models.config import ModelConfig
+from harness.models.source import config_of
 from harness.techniques.base import Context, StepPlan, Technique
 from harness.workloads.base import Session, Workload, build_model
 from harness.workloads.train import plain_loss
@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 
 class InferSession(Session):
     def __init__(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> None:
-        cfg = ModelConfig(**case.model)
-        self.model = build_model(cfg, techniques, ctx, reference_weights(case, cfg, verify=False))
+        cfg = config_of(case.model)
+        weights = reference_weights(case, cfg, verify=False, mapped=False)  # as a user loads them
+        self.model = build_model(cfg, techniques, ctx, weights)
+        del weights  # the replaced fp32 tensors must not outlive the build
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -32,11 +34,9 @@ class InferSession(Session):
         """One forward (prefill) over the batch without autograd; returns the next-token loss."""
         import torch
 
-        from harness.models.transformer import next_token_loss
-
         inputs, targets = self.batches[i]
         with torch.inference_mode(), self.plan.context():
-            return float(next_token_loss(self.model(inputs), targets))
+            return float(plain_loss(self.model, inputs, targets))
 
 
 class Infer(Workload):

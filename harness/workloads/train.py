@@ -3,8 +3,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.case import CaseSpec
-from harness.data import case_batches
-from harness.models.config import ModelConfig
+from harness.data import case_batches, reference_weights
+from harness.models.source import config_of
 from harness.techniques._optimizer import chosen_implementation
 from harness.techniques.base import Context, StepPlan, Technique
 from harness.workloads.base import Session, Workload, build_model, build_optimizer
@@ -14,15 +14,27 @@ if TYPE_CHECKING:
 
 
 def plain_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    import torch
+
     from harness.models.transformer import next_token_loss
 
-    return next_token_loss(model(inputs), targets)
+    logits = model(inputs)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[:2] != inputs.shape:
+        # A factory module breaking the contract gets the contract, not a shape error deep in the loss.
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise TypeError(
+            f"the model returned {got} for ids {tuple(inputs.shape)}; it must return logits (B, T, V)"
+        )
+    return next_token_loss(logits, targets)
 
 
 class TrainSession(Session):
     def __init__(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> None:
-        cfg = ModelConfig(**case.model)
-        self.model = build_model(cfg, techniques, ctx)
+        cfg = config_of(case.model)
+        # Fine-tune from the trained reference weights (when the case has them), read into fresh memory.
+        weights = reference_weights(case, cfg, verify=False, mapped=False)
+        self.model = build_model(cfg, techniques, ctx, weights)
+        del weights
         self.model.train()
         self.optimizer = build_optimizer(self.model, techniques, ctx)
         self.device = ctx.device
