@@ -102,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     profile=args.profile,
                     started=run_dir.append,
                     on_pass=on_pass,
+                    executor=_executor(args),
                 )
         except KeyboardInterrupt as e:
             console.print(
@@ -116,6 +117,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(f"report: {build_report([outcome.store.path], args.report, 'html')}")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    from harness.executors import ExecutorOptions, make_executor, parse_options
+
+    options = ExecutorOptions(
+        address=args.address, local_nodes=args.ray_nodes, slurm=parse_options(args.slurm)
+    )
+    return make_executor(args.executor, options)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -194,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="after each ok case, one more (unmeasured) process that writes memray's flame graph of its "
         "host allocations (on CUDA also torch's allocator history) next to the results",
     )
+    _add_executor_flags(r)
     r.set_defaults(func=cmd_run)
     _add_report(sub)
     _add_compare(sub)
@@ -204,6 +215,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit(sub)
     add_catalog_commands(sub)
     return p
+
+
+def _add_executor_flags(r: argparse.ArgumentParser) -> None:
+    r.add_argument(
+        "--executor",
+        choices=["local", "ray", "slurm"],
+        default="local",
+        help="where cases run: this machine (default), a Ray cluster, or Slurm jobs (docs/executors.md)",
+    )
+    r.add_argument(
+        "--address", help="ray: an existing cluster (auto, ray://host:10001); default: start one for the run"
+    )
+    r.add_argument(
+        "--ray-nodes", type=int, default=1, help="ray without --address: logical nodes of the local cluster"
+    )
+    r.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE,...",
+        help="slurm: submitit parameters, e.g. partition=gpu,gpus_per_node=1,time=60 (cluster=local: "
+        "submitit's local executor, no Slurm)",
+    )
 
 
 def _add_report(sub: Any) -> None:

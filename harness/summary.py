@@ -19,9 +19,9 @@ from rich.table import Table
 
 from harness import metrics
 from harness.errors import HarnessError
+from harness.metrics.record import flatten
 from harness.report.gate import gated_memory_metrics
 from harness.report.tidy import is_missing, quality_cell, savings, tidy
-from harness.results.load import flatten
 
 # Below this console width the table uses short headers and prints a legend.
 WIDE = 120

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from harness.executors import node
 from harness.runner import hostload, suite_runner
 from harness.runner.case_runner import CaseRun
 from harness.suite.load import load_suite
@@ -104,11 +105,12 @@ def test_group_runs_memory_passes_then_interleaved_timing_passes(tmp_path, monke
     def finish_case(cr: CaseRun, *args: Any) -> dict[str, Any]:
         return {"case_id": cr.case.case_id, "spec": cr.case.model_dump(mode="json"), "techniques": []}
 
-    monkeypatch.setattr(suite_runner, "memory_pass", memory_pass)
-    monkeypatch.setattr(suite_runner, "timing_pass", timing_pass)
-    monkeypatch.setattr(suite_runner, "finish_case", finish_case)
-    monkeypatch.setattr(suite_runner, "prepare_reference", lambda case: None)
-    monkeypatch.setattr(suite_runner, "unsupported_reason", lambda case, env: None)
+    # The group runs where the executor sends it: the node side (the local executor's too).
+    monkeypatch.setattr(node, "memory_pass", memory_pass)
+    monkeypatch.setattr(node, "timing_pass", timing_pass)
+    monkeypatch.setattr(node, "finish_case", finish_case)
+    monkeypatch.setattr(node, "prepare_reference", lambda case: None)
+    monkeypatch.setattr(node, "unsupported_reason", lambda case, env: None)
     suite_runner.run_suite(suite, tmp_path / "results")
     assert order == [
         "baseline:memory",

@@ -14,6 +14,38 @@ from harness.pytest_plugin import HarnessRecord, limit_failures, parse_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"size": "ci", "n_layers": 1}
+USER_MODEL = {"factory": "mymodel:build", "kwargs": {"width": 32}}  # the throw-away project's own module
+FACTORY = """
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x):
+        return x + self.mlp(self.norm(x))
+
+
+class Model(nn.Module):
+    def __init__(self, width, depth, vocab):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.layers = nn.ModuleList(Block(width) for _ in range(depth))
+        self.lm_head = nn.Linear(width, vocab)
+
+    def forward(self, ids):  # token ids (B, T) -> logits (B, T, V)
+        x = self.embed(ids)
+        for block in self.layers:
+            x = block(x)
+        return self.lm_head(x)
+
+
+def build(width=32, depth=2, vocab=256):
+    return Model(width, depth, vocab)
+"""
 TRAIN = {"kind": "train", "batch_size": 2, "seq_len": 32}
 FAST = {"warmup_steps": 1, "measured_steps": 3, "quality": False, "timeout_s": 300}
 
@@ -28,12 +60,13 @@ def _project(tmp_path: Path) -> Path:
     proj = tmp_path / "userproj"
     (proj / "tests").mkdir(parents=True)
     (proj / "pyproject.toml").write_text('[project]\nname = "userproj"\nversion = "0"\n')
+    (proj / "mymodel.py").write_text(FACTORY)
     (proj / "tests" / "test_memory.py").write_text(
         textwrap.dedent(
             f"""
             import pytest
 
-            MODEL, WORKLOAD, FAST = {TINY!r}, {TRAIN!r}, {FAST!r}
+            MODEL, WORKLOAD, FAST = {USER_MODEL!r}, {TRAIN!r}, {FAST!r}
 
             @pytest.mark.harness_limit(tensor_peak="2GiB")
             def test_step_memory(harness_case):

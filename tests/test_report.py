@@ -14,6 +14,7 @@ import pytest
 
 from harness.case import baseline_key
 from harness.errors import HarnessError
+from harness.metrics.record import flatten
 from harness.report import build_report, report_html
 from harness.report.figures import (
     TIMELINE_PHASES,
@@ -27,7 +28,7 @@ from harness.report.figures import (
 )
 from harness.report.html import relative_href
 from harness.report.tidy import latest_run, pareto_mask, records, savings, tidy
-from harness.results.load import flatten, load_results, run_paths
+from harness.results.load import load_results, run_paths
 from tests.conftest import run_cli
 from tests.fixtures_results import MiB, make_manifest, make_record, make_timeline, smoke_records, write_run
 
@@ -398,3 +399,29 @@ def test_every_smoke_case_finds_its_baseline_by_the_case_property():
         assert (base.model_name, base.workload_name) == (case.model_name, case.workload_name)
         # the same key the runner's exactness check and the report compute from the record's spec
         assert baseline_key(case.model_dump(mode="json")) == case.baseline_key
+
+
+def test_a_paired_quality_difference_inside_its_interval_reads_as_no_change():
+    from harness.report.tidy import quality_cell, savings, tidy
+
+    records = smoke_records()
+    records[1].update(quality_delta_nats=0.031, quality_change="no measurable change")
+    records[2].update(quality_delta_nats=0.052, quality_change="higher")
+    frame = savings(tidy(pd.DataFrame(records)))
+    rows = {r["techniques_name"]: r for r in frame.to_dict("records")}
+    ckpt, sdpa = rows["activation_checkpointing"], rows["sdpa_attention"]
+    assert quality_cell(ckpt["quality_delta"], ckpt["quality_noise"]) == "="  # inside its interval
+    assert quality_cell(sdpa["quality_delta"], sdpa["quality_noise"]) != "="
+    assert sdpa["quality_delta"] == pytest.approx(0.052)
+
+
+def test_no_ratio_between_cases_that_differ_in_more_than_the_technique():
+    from harness.report.tidy import savings, tidy
+
+    records = smoke_records()
+    records[1].update(baseline_ratios_comparable=False, baseline_ratio_null_reason="ranks: 2 vs baseline 1")
+    rows = {r["techniques_name"]: r for r in savings(tidy(pd.DataFrame(records))).to_dict("records")}
+    unlike, like = rows["activation_checkpointing"], rows["sdpa_attention"]
+    assert unlike["peak_ratio"] is None and unlike["step_time_ratio"] is None
+    assert unlike["baseline_note"] == "ranks: 2 vs baseline 1"
+    assert like["peak_ratio"] == pytest.approx(330 / 400)

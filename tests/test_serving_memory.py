@@ -68,12 +68,20 @@ def _storage_ptrs(model: torch.nn.Module) -> set[int]:
     }
 
 
-def stray_float_tensors(model: torch.nn.Module, min_numel: int) -> list[tuple[int, ...]]:
-    """Shapes of live weight-sized float tensors whose storage the model does not hold."""
+def live_tensor_ids() -> set[int]:
+    """Tensors alive now (other tests' fixtures in the same process): not the build's to free."""
+    return {id(obj) for obj in gc.get_objects() if type(obj) in (torch.Tensor, torch.nn.Parameter)}
+
+
+def stray_float_tensors(
+    model: torch.nn.Module, min_numel: int, before: set[int] | None = None
+) -> list[tuple[int, ...]]:
+    """Shapes of live weight-sized float tensors whose storage the model does not hold, leaving out
+    the tensors that were alive before the build (`before`)."""
     held = _storage_ptrs(model)
     stray = []
     for obj in gc.get_objects():
-        if type(obj) not in (torch.Tensor, torch.nn.Parameter):
+        if type(obj) not in (torch.Tensor, torch.nn.Parameter) or id(obj) in (before or set()):
             continue
         t: torch.Tensor = obj
         if t.layout != torch.strided or t.device.type == "meta" or not t.is_floating_point():
@@ -86,21 +94,23 @@ def stray_float_tensors(model: torch.nn.Module, min_numel: int) -> list[tuple[in
 @pytest.mark.parametrize("name", list(QUANTIZERS))
 def test_no_replaced_fp32_weight_stays_reachable(tmp_path: Path, name: str) -> None:
     case = make_case(tmp_path, QUANTIZERS[name])
+    before = live_tensor_ids()
     session = build(case)
     cfg = ModelConfig(**case.model)
     # The smallest replaced weight is d_model x d_model: any live float tensor that large outside the
-    # model's own storage is a copy the build left behind.
-    stray = stray_float_tensors(session.model, cfg.d_model * cfg.d_model)
+    # model's own storage, and not alive before the build, is a copy the build left behind.
+    stray = stray_float_tensors(session.model, cfg.d_model * cfg.d_model, before)
     assert stray == [], f"{name}: fp32 tensors outside the model survive the build: {stray}"
 
 
 def test_the_check_sees_a_left_over_copy(tmp_path: Path) -> None:
     """The reachability check fails when a replaced weight is kept (here: held by the test)."""
     case = make_case(tmp_path, [])
+    before = live_tensor_ids()
     session = build(case)
     (_, layer), *_ = _util.target_linears(session.model, include_lm_head=True)
     kept = layer.weight.detach().clone()  # a copy outside the model
-    assert tuple(kept.shape) in stray_float_tensors(session.model, kept.numel())
+    assert tuple(kept.shape) in stray_float_tensors(session.model, kept.numel(), before)
 
 
 def test_stored_weight_bytes_and_param_count_per_technique(tmp_path: Path) -> None:

@@ -187,6 +187,10 @@ def _metric_verdicts(
         if policy.kind == "time" and None not in sources and sources[0] != sources[1]:
             status, change = NOT_COMPARABLE, None
             detail = f"steps timed in different passes ({sources[0]} vs {sources[1]})"
+        machines = (base.hardware, cur.hardware)
+        if policy.kind == "time" and None not in machines and machines[0] != machines[1]:
+            status, change = NOT_COMPARABLE, None
+            detail = f"steps timed on different hardware ({machines[0]} vs {machines[1]})"
         out.append(
             Verdict(cur.case_name, cur.case_id, name, status, policy.kind, policy.gate, b, c, change, detail)
         )

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import EXIT_INSUFFICIENT, HarnessError, write_text_file
-from harness.results.load import Run, flatten, read_run
+from harness.metrics.record import flatten
+from harness.results.load import Run, read_run
 
 BASELINE_VERSION = 1
 Metric = float | list[float] | None
@@ -33,6 +34,9 @@ class CaseMetrics:
     # Which process timed the steps: `timing_pass` (system allocator) or `memory_pass` (a low mmap
     # threshold, 1.2-2.3x slower). Step times from different sources are not comparable.
     timing_source: str | None = None
+    # The machine that ran the case (`node` of the record: CPU model and GPUs). Step times measured on
+    # different hardware are not comparable, whatever the executor.
+    hardware: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,17 @@ def case_metrics(record: dict[str, Any], names: Iterable[str]) -> CaseMetrics:
         error=None if error is None else str(error),
         metrics={k: v for k, v in metrics.items() if v is not None},
         timing_source=_str_or_none(record.get("timing_source")),
+        hardware=hardware_of(record),
     )
+
+
+def hardware_of(record: dict[str, Any]) -> str | None:
+    """`cpu model | gpu names` of the node that ran the case, or None for records without `node`."""
+    node = record.get("node")
+    if not isinstance(node, dict) or not node.get("cpu_model"):
+        return None
+    gpus = ", ".join(str(g) for g in node.get("gpu_names") or []) or "no GPU"
+    return f"{node['cpu_model']} | {gpus}"
 
 
 def _str_or_none(value: Any) -> str | None:

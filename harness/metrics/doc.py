@@ -32,7 +32,7 @@ PREAMBLE = (
     "run: [results.md](results.md).",
 )
 CONVENTIONS = (
-    "**Names.** Nested keys are written with dots, as `harness.results.load.flatten` (and so "
+    "**Names.** Nested keys are written with dots, as `harness.metrics.record.flatten` (and so "
     "`load_results`) flattens them: `phases.build.host_rss_peak_bytes`. `<...>` stands for one dotted "
     "segment or one fragment of a name (`phases.<phase>.duration_s`). Lists are values, not flattened: "
     "`ranks[].<key>` names a key of the objects inside the `ranks` list.",

@@ -18,9 +18,10 @@ import pandas as pd
 
 from harness import metrics
 from harness.metrics import Metric
+from harness.metrics.record import flatten
 from harness.report.figures import Titled
 from harness.report.tidy import groups, is_missing, records
-from harness.results.load import flatten, run_env
+from harness.results.load import run_env
 
 RENDER_STATUS_ID = "harness-render-status"
 

@@ -109,6 +109,15 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
     headline = tensor if tensor.metric is not None else process
     out["peak_bytes"], out["peak_metric"] = headline.value, headline.metric
     out["quality"], out["quality_metric"] = _first_present(out, QUALITY_METRICS)
+    # The record's own paired quality difference (same held-out batches as its baseline) and its label.
+    # ... and whether it differs from its baseline in more than the technique (ranks, per-rank batch).
+    for name in (
+        "quality_delta_nats",
+        "quality_change",
+        "baseline_ratios_comparable",
+        "baseline_ratio_null_reason",
+    ):
+        out[name] = row.get(name)
     # In a frame of several runs every row has every run's artefact columns; the missing ones are NaN.
     out["artifacts"] = {
         k.removeprefix("artifacts."): v
@@ -202,9 +211,26 @@ def _saving_row(case: dict[str, Any], base: dict[str, Any] | None) -> dict[str, 
     row["quality_noise"] = (
         _quality_noise(case["quality_metric"], base["quality"]) if quality_pair and base else None
     )
+    row.update(_paired_quality(case))
     peak_comparable = not ok_base or (base is not None and base["peak_metric"] == case["peak_metric"])
     row["baseline_note"] = _baseline_note(base, peak_comparable)
+    if case.get("baseline_ratios_comparable") is False:  # a ratio of unlike cases is never shown
+        for name in ("tensor_peak_ratio", "process_peak_ratio", "peak_ratio", "step_time_ratio",
+                     "tokens_per_s_ratio"):  # fmt: skip
+            row[name] = None
+        row["baseline_note"] = str(case.get("baseline_ratio_null_reason") or "differs from its baseline")
     return row
+
+
+def _paired_quality(case: dict[str, Any]) -> dict[str, Any]:
+    """Where the case measured its quality difference paired over the same held-out batches, with a
+    bootstrap interval (harness.analysis.pairing), that difference and its verdict replace the
+    difference of two separately drawn figures: inside its interval it reads as no change at all."""
+    delta, verdict = case.get("quality_delta_nats"), case.get("quality_change")
+    if delta is None or is_missing(delta) or is_missing(verdict):
+        return {}
+    unmeasurable = verdict == "no measurable change"
+    return {"quality_delta": float(delta), "quality_noise": abs(float(delta)) if unmeasurable else 0.0}
 
 
 def _quality_noise(metric: str, base_value: Any) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.metrics.record import flatten
 from harness.results.store import MANIFEST as MANIFEST_FILE
 from harness.results.store import RESULTS as RESULTS_FILE
 from harness.results.store import read_records_checked
@@ -53,18 +54,6 @@ class Run:
     @property
     def env(self) -> dict[str, Any]:
         return run_env(self.manifest)
-
-
-def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> one level with '.'-joined keys; lists and scalars are kept as values."""
-    flat: dict[str, Any] = {}
-    for key, value in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def run_env(manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,98 +1,39 @@
-"""Run a loaded suite: each case in its own processes, results appended as they finish."""
+"""Run a loaded suite: each case in its own processes, results appended as they finish.
+
+The driver side. Where the cases run is the executor's business (harness/executors): locally by
+default, or on a Ray cluster or as Slurm jobs; a group's cases always run together on one node.
+"""
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import workloads as wlreg
 from harness.analysis import pairing
 from harness.case import CaseSpec
+from harness.executors.base import Executor, PassProgress, write_files
+from harness.executors.local import LocalExecutor
 from harness.results import provenance
 from harness.results.store import RunStore
 from harness.runner import exactness, hostload
-from harness.runner.case_runner import (
-    CaseRun,
-    error_record,
-    finish_case,
-    memory_pass,
-    now_iso,
-    timing_pass,
-    unsupported_record,
-)
+from harness.runner.case_runner import now_iso
+from harness.runner.preflight import detect_environment, prepare_reference, unsupported_reason
 from harness.runner.sampler import Nvml
-from harness.runner.session import context_for, techniques_for
 from harness.suite.load import LoadedSuite
-from harness.techniques.base import Environment
-from harness.workloads.base import Workload
 
-
-def detect_environment(nvml: Nvml | None = None) -> Environment:
-    if nvml is not None and no_gpu_here(nvml):  # the parent need not import torch to know
-        return Environment(cuda_available=False, cpu_flags=_cpu_flags())
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return Environment(
-        cuda_available=cuda,
-        cuda_device_name=torch.cuda.get_device_name(0) if cuda else None,
-        cuda_capability=tuple(torch.cuda.get_device_capability(0)) if cuda else None,
-        cpu_flags=_cpu_flags(),
-    )
-
-
-def no_gpu_here(nvml: Nvml) -> bool:
-    """True when NVML found no NVIDIA driver and there is no other GPU device node (ROCm's /dev/kfd)."""
-    return nvml.reason is not None and "driver" in nvml.reason and not Path("/dev/kfd").exists()
-
-
-def _cpu_flags() -> frozenset[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset({platform.machine()})
-
-
-def unsupported_reason(case: CaseSpec, env: Environment) -> str | None:
-    """Why this case cannot run on this machine, decided before a process is spent on it."""
-    if case.device == "cuda" and not env.cuda_available:
-        return "device cuda requested, but CUDA is not available on this machine"
-    ctx = context_for(case)
-    techs = techniques_for(case)
-    for tech in techs:
-        if reason := tech.workload_reason(case.workload_kind, wlreg.get(case.workload_kind).trains):
-            return reason
-        reason = tech.unsupported_reason(env, ctx) or tech.combination_reason(
-            [t for t in techs if t is not tech], ctx
-        )
-        if reason:
-            return f"{tech.name}: {reason}"
-    return None
-
-
-def prepare_reference(case: CaseSpec) -> None:
-    """Train (or find in the cache) the case's reference weights here, so the case process only loads
-    them: the training is no part of the case's time or memory. The workload may have its own (a
-    distill case's reference teacher)."""
-    workload_cls = wlreg.get(case.workload_kind)
-    workload = workload_cls(workload_cls.Config.model_validate(case.workload))
-    if not case.uses_reference_weights and type(workload).prepare is Workload.prepare:
-        return  # nothing to train or load: the parent need not import torch for this case
-    import torch
-
-    torch.set_num_threads(case.threads)  # the reduction order, hence the trained weights, follow it
-    if case.uses_reference_weights:
-        from harness.data import reference_weights
-        from harness.models.source import config_of
-
-        reference_weights(case, config_of(case.model))
-    workload.prepare(case)
+# Where the preflight checks lived before executors; `harness list` and the tests import them here.
+__all__ = [
+    "PassProgress",
+    "RunOutcome",
+    "detect_environment",
+    "groups_of",
+    "prepare_reference",
+    "run_suite",
+    "time_ratio_fields",
+    "unsupported_reason",
+]
 
 
 @dataclass
@@ -102,8 +43,6 @@ class RunOutcome:
 
 
 Progress = Callable[[CaseSpec, dict[str, Any] | None], None]
-# (case, pass name): called as each case process starts, "memory" or "timing 1/3".
-PassProgress = Callable[[CaseSpec, str], None]
 
 
 def run_suite(
@@ -114,71 +53,50 @@ def run_suite(
     profile: str | None = None,
     started: Callable[[Path], None] | None = None,
     on_pass: PassProgress | None = None,
+    executor: Executor | None = None,
 ) -> RunOutcome:
-    """Run the suite's missing cases; `started` is told the run directory as soon as it exists."""
+    """Run the suite's missing cases through `executor` (local by default), appending each record as it
+    arrives; `started` is told the run directory as soon as it exists. The executor is closed
+    (outstanding work cancelled) and the run directory unlocked whatever happens."""
+    executor = executor or LocalExecutor()
     nvml = Nvml()
-    env = detect_environment(nvml)
     store = _open_store(suite, results_root, resume, nvml)
     if started:
         started(store.path)
     try:
-        return _run_cases(suite, store, env, nvml, progress, profile, on_pass)
+        return _run_cases(suite, store, executor, progress, profile, on_pass)
     finally:
-        store.unlock()
+        try:
+            executor.close()
+        finally:
+            store.unlock()
 
 
 def _run_cases(
     suite: LoadedSuite,
     store: RunStore,
-    env: Environment,
-    nvml: Nvml,
+    executor: Executor,
     progress: Progress | None,
     profile: str | None,
-    on_pass: PassProgress | None = None,
+    on_pass: PassProgress | None,
 ) -> RunOutcome:
+    store.update_manifest(executor=executor.name)
     done = store.done_ids()
     baselines = {
         exactness.baseline_key(r["spec"]): r
         for r in store.records()
         if not r.get("techniques") and isinstance(r.get("spec"), dict)  # a hand-edited line has no spec
     }
-    for group in _groups([c for c in suite.cases if c.case_id not in done]):
-        _run_group(group, store, env, nvml, baselines, progress, on_pass, profile)
-    store.update_manifest(ended_at=now_iso(), **hostload.manifest_fields("end"))
-    wanted = {c.case_id for c in suite.cases}
-    return RunOutcome(store, [r for r in store.records() if r["case_id"] in wanted])
+    todo = {c.case_id: c for c in suite.cases if c.case_id not in done}
 
+    def on_start(case: CaseSpec) -> None:
+        if progress:
+            progress(case, None)
 
-def _groups(cases: list[CaseSpec]) -> list[list[CaseSpec]]:
-    """Cases that share a baseline (same model, workload and shape), baseline first, in suite order."""
-    groups: dict[str, list[CaseSpec]] = {}
-    for case in cases:
-        groups.setdefault(exactness.baseline_key(case.model_dump(mode="json")), []).append(case)
-    # Baselines first, so a technique meant to be exact can be checked against its baseline's losses.
-    return [sorted(g, key=lambda c: bool(c.techniques)) for g in groups.values()]
-
-
-def _run_group(
-    group: list[CaseSpec],
-    store: RunStore,
-    env: Environment,
-    nvml: Nvml,
-    baselines: dict[str, dict[str, Any]],
-    progress: Progress | None,
-    on_pass: PassProgress | None,
-    profile: str | None,
-) -> None:
-    """Memory passes one by one, then the timing passes interleaved (A B C A B C, not A A B B C C) so
-    that load which drifts during the group slows every technique alike. Each case's record is written
-    as soon as its last pass ends (the baseline's first, so the others can be compared with it)."""
-
-    def record(item: CaseRun | dict[str, Any]) -> None:
-        if isinstance(item, CaseRun):
-            if on_pass:
-                on_pass(item.case, "results")
-            rec = finish_case(item, store.path, store.run_id, nvml, profile)
-        else:
-            rec = item
+    groups = groups_of(list(todo.values()))
+    for result in executor.run(groups, store.path, store.run_id, profile, on_start, on_pass):
+        rec = result.record
+        write_files(store.path, result.files)
         key = exactness.baseline_key(rec["spec"])
         if not rec.get("techniques"):
             baselines[key] = rec
@@ -188,49 +106,19 @@ def _run_group(
         rec.update(pairing.quality_vs_baseline(rec, baselines.get(key)))
         store.append(rec)
         if progress:
-            progress(next(c for c in group if c.case_id == rec["case_id"]), rec)
-
-    pending: list[CaseRun] = []
-    for case in group:
-        if progress:
-            progress(case, None)
-        cr = _start(case, store, env, nvml, on_pass)
-        if not isinstance(cr, CaseRun):
-            record(cr)
-        elif cr.wants_timing:
-            pending.append(cr)
-        else:
-            record(cr)  # no timing pass, or a failed memory pass: nothing more to run
-    while pending:
-        for cr in list(pending):
-            if on_pass:
-                on_pass(cr.case, f"timing {len(cr.timing) + 1}/{cr.case.repeats}")
-            timing_pass(cr, nvml)
-            if not cr.wants_timing:
-                pending.remove(cr)
-                record(cr)
+            progress(todo[result.case_id], rec)
+    store.update_manifest(ended_at=now_iso(), **hostload.manifest_fields("end"))
+    wanted = {c.case_id for c in suite.cases}
+    return RunOutcome(store, [r for r in store.records() if r["case_id"] in wanted])
 
 
-def _start(
-    case: CaseSpec, store: RunStore, env: Environment, nvml: Nvml, on_pass: PassProgress | None
-) -> CaseRun | dict[str, Any]:
-    """The case's memory pass, or its record when it cannot run: unsupported, or a crash while
-    preparing it (reference weights, corpus, its files), which is the case's `error` with the cause,
-    never the end of the suite."""
-    stage = "checking support"
-    try:
-        reason = unsupported_reason(case, env)
-        if reason:
-            return unsupported_record(case, store.run_id, reason)
-        stage = "preparing reference weights and corpus"
-        prepare_reference(case)
-        stage = "running the case"
-        if on_pass:
-            on_pass(case, "memory")
-        return memory_pass(case, store.path, nvml)
-    except Exception as e:  # the record says what broke; the suite goes on
-        cause = f"{type(e).__name__}: {e}".strip()
-        return error_record(case, store.run_id, f"setup failed while {stage}: {cause}"[:1000])
+def groups_of(cases: list[CaseSpec]) -> list[list[CaseSpec]]:
+    """Cases that share a baseline (same model, workload and shape), baseline first, in suite order: the
+    unit an executor runs on one node, the baseline before the cases compared with it."""
+    groups: dict[str, list[CaseSpec]] = {}
+    for case in cases:
+        groups.setdefault(exactness.baseline_key(case.model_dump(mode="json")), []).append(case)
+    return [sorted(g, key=lambda c: bool(c.techniques)) for g in groups.values()]
 
 
 def time_ratio_fields(record: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
