@@ -25,6 +25,7 @@ from rich.text import Text
 
 from harness import __version__
 from harness.catalog import add_commands as add_catalog_commands
+from harness.console import table_console
 from harness.errors import EXIT_FAILED, EXIT_OK, HarnessError
 
 OK_STATUSES = ("ok", "unsupported")
@@ -125,12 +126,6 @@ def _executor(args: argparse.Namespace) -> Any:
         address=args.address, local_nodes=args.ray_nodes, slurm=parse_options(args.slurm)
     )
     return make_executor(args.executor, options)
-
-
-def table_console() -> Console:
-    """stdout; in logs and CI (not a terminal) 160 columns rather than rich's 80, so tables stay readable."""
-    out = Console()
-    return out if out.is_terminal else Console(width=160)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

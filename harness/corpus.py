@@ -1,6 +1,6 @@
 """Real text with no download: a byte-level corpus (vocab 256) and a reference model trained on it.
 
-Quality on random-init weights is noise (techniques.md), so quality metrics need a model that has
+Quality on random-init weights is noise (docs/techniques.md), so quality metrics need a model that has
 learnt something, and held-out text it has not seen. Every Python installation carries its standard
 library's source: the corpus is those `.py` files (walked in sorted order, read until a size cap),
 or a text file the user names. The text is cut into 8 KiB chunks and every tenth chunk is held out:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
+
     from harness.case import CaseSpec
     from harness.corpus import Corpus
     from harness.models.source import ModelSource
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple["torch.Tensor", "torch.Tensor"]  # (inputs, targets), each (B, T)
 
 
 def random_batches(n: int, batch_size: int, seq_len: int, vocab_size: int, seed: int) -> list[Batch]:
@@ -20,6 +20,8 @@ def random_batches(n: int, batch_size: int, seq_len: int, vocab_size: int, seed:
 
     Generated up front so no step's timing includes data generation.
     """
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):

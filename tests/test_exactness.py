@@ -45,3 +45,18 @@ def test_baseline_key_ignores_the_combination_and_run_settings_only():
     b = rec([], [1.0], techniques_name="ckpt", timeout_s=50)["spec"]
     c = rec([], [1.0], seq_len=16)["spec"]
     assert exactness.baseline_key(a) == exactness.baseline_key(b) != exactness.baseline_key(c)
+
+
+@pytest.mark.parametrize(
+    ("ours", "flagged"),
+    [(20_000_000 + 2 * (1 << 20), True), (20_000_000 + (1 << 20), False), (15_000_000, False)],
+    ids=["2-MiB-above", "within-noise", "a-saving"],
+)
+def test_an_exact_technique_costing_memory_beyond_noise_is_flagged(ours, flagged):
+    base = {**rec([], [5.0, 4.9]), "breakdown": {"tensor_peak_bytes": 20_000_000}}
+    case = {**rec(["activation_checkpointing"], [5.0, 4.9]), "breakdown": {"tensor_peak_bytes": ours}}
+    out = exactness.check(case, base)
+    assert out["exactness"] == "ok"
+    assert ("negative_saving_flag" in out) == flagged
+    if flagged:
+        assert "above the baseline's 20000000" in out["negative_saving_flag"]

@@ -28,11 +28,11 @@ from harness.errors import EXIT_FAILED
 from harness.metrics import catalog
 from harness.metrics.base import Metric, Section
 from harness.metrics.doc import metrics_markdown
+from harness.metrics.record import flatten
 from harness.report.html import savings_tables
 from harness.report.tidy import savings, tidy
-from harness.results.load import flatten
 from harness.runner import case_runner, ranks
-from harness.runner.child import _model_figures
+from harness.runner.caseproc import model_figures as _model_figures
 from harness.runner.profile import MEMRAY_CAPTURE, ChildProfile, _capture_fields, profile_case
 from harness.suite.load import load_suite
 from tests.conftest import ROOT, run_cli

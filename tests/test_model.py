@@ -18,7 +18,7 @@ def test_every_named_size_has_the_counted_parameters(size):
 
 
 def test_reference_size_matches_the_measured_models_count():
-    # ../shared/docs/techniques.md: the reference model has P = 27,566,080.
+    # docs/techniques.md: the reference model has P = 27,566,080.
     assert count_params(SIZES["reference"]) == 27_566_080
 
 

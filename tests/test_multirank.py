@@ -20,6 +20,7 @@ from harness.runner import ranks
 from harness.runner.session import open_session
 from harness.suite.load import load_suite
 from harness.techniques.base import Context, Environment, Phase
+from harness.techniques.order import rank
 from tests.conftest import ROOT, run_cli
 
 SUITE = """\
@@ -72,7 +73,7 @@ def assert_losses_equal(ours: list[float], baseline: list[float]) -> None:
 def test_both_are_wrap_phase_after_checkpointing_and_launch_their_ranks():
     for name in ("zero1", "fsdp2"):
         cls = techreg.get(name)
-        assert cls.phase == Phase.WRAP and cls.order > techreg.get("activation_checkpointing").order
+        assert cls.phase == Phase.WRAP and rank(name) > rank("activation_checkpointing")
         assert cls.workloads == frozenset({"train"}) and cls.exact
         assert techreg.instantiate(name, None).launch_ranks(ctx()) == 2
         assert techreg.instantiate(name, {"ranks": 4}).launch_ranks(ctx()) == 4

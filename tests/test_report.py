@@ -14,6 +14,7 @@ import pytest
 
 from harness.case import baseline_key
 from harness.errors import HarnessError
+from harness.metrics.record import flatten
 from harness.report import build_report, report_html
 from harness.report.figures import (
     TIMELINE_PHASES,
@@ -27,7 +28,7 @@ from harness.report.figures import (
 )
 from harness.report.html import relative_href
 from harness.report.tidy import latest_run, pareto_mask, records, savings, tidy
-from harness.results.load import flatten, load_results, run_paths
+from harness.results.load import load_results, run_paths
 from tests.conftest import run_cli
 from tests.fixtures_results import MiB, make_manifest, make_record, make_timeline, smoke_records, write_run
 

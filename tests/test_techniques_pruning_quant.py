@@ -25,10 +25,11 @@ from harness.models.transformer import CausalSelfAttention, FeedForward
 from harness.runner.session import context_for, open_session, techniques_for
 from harness.suite.load import load_suite
 from harness.techniques import _util
+from harness.techniques._sparse_linear import SparseLinear
+from harness.techniques._straight_through import fake_quantize
 from harness.techniques.base import Environment
-from harness.techniques.fake_quantization import fake_quantize
 from harness.techniques.structured_pruning import head_scores, neuron_scores
-from harness.techniques.unstructured_pruning import SparseLinear, UnstructuredPruning, zero_smallest
+from harness.techniques.unstructured_pruning import UnstructuredPruning, zero_smallest
 from harness.workloads.base import Session
 
 CPU = Environment(cuda_available=False)

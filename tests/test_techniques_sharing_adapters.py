@@ -16,11 +16,12 @@ from harness.errors import SuiteError
 from harness.models.config import SIZES, count_params
 from harness.runner.session import open_session
 from harness.suite.load import load_suite
-from harness.techniques import _adapters
+from harness.techniques import _adapter_modules
 
 CI = SIZES["ci"]  # vocab 256, d 128, 4 layers, d_ff 512
 D, L, V, F = CI.d_model, CI.n_layers, CI.vocab_size, CI.d_ff
-BLOCK = (count_params(CI) - count_params(CI.replace(n_layers=0))) // L
+# One block's parameters: the difference one more layer makes (n_layers >= 1 is the legal range).
+BLOCK = count_params(CI.replace(n_layers=2)) - count_params(CI.replace(n_layers=1))
 BOTTLENECK = 2 * D * 16 + 16 + D  # r = 16: down (r, d) + bias r, up (d, r) + bias d
 
 
@@ -235,6 +236,6 @@ def test_peft_matches_manual_lora(tmp_path: Path) -> None:
     assert trainable(peft.model) == trainable(manual.model) == L * 4 * ((D + D) + (D + F))
     with torch.no_grad():
         for name, module in manual.model.named_modules():
-            if isinstance(module, _adapters.LoRALinear):
+            if isinstance(module, _adapter_modules.LoRALinear):
                 peft.model.get_submodule(name).lora_A["default"].weight.copy_(module.lora_A)
     assert losses(peft) == pytest.approx(losses(manual), rel=1e-5)

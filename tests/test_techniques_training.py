@@ -160,7 +160,7 @@ def test_checkpointing_variants_order_saved_activation_bytes(tmp_path: Path) -> 
 def test_selective_policy_saves_matmul_outputs_only() -> None:
     from torch.utils.checkpoint import CheckpointPolicy
 
-    from harness.techniques.activation_checkpointing import save_matmuls_policy
+    from harness.techniques._checkpoint_wrap import save_matmuls_policy
 
     aten = torch.ops.aten
     assert save_matmuls_policy(None, aten.addmm.default) == CheckpointPolicy.MUST_SAVE

@@ -3,13 +3,13 @@
 `torch.distributed._tools.mem_tracker.MemTracker` sees every tensor storage created through the
 dispatcher (CPU and CUDA alike) and files it under parameter, buffer, gradient, activation (made in
 forward, or recomputed by checkpointing), temporary (made in backward), optimizer state, or other.
-It costs about x1.3 step time and extra host memory (measurement.md), so it never runs in a timed or
+It costs about x1.3 step time and extra host memory (docs/measurement.md), so it never runs in a timed or
 memory-measured step: the case process calls it after the measured steps.
 
 Steps that call a top-level module more than once (gradient_accumulation runs the model's forward
 once per micro-batch; chunked_cross_entropy runs the LM head once per chunk, from outside the model's
 forward) make the stock MemTracker raise "does not support memory tracking for multiple iterative
-calls": it takes a second forward of a root module for the next training iteration. `_StepTracker`
+calls": it takes a second forward of a root module for the next training iteration. `StepTracker`
 accepts such a call and tracks it as MemTracker already tracks a submodule called twice in one
 forward. The category accounting (the dispatch mode: every storage, filed by forward / backward /
 optimizer region) never depended on that check; only the per-module statistics did, and they stay
@@ -39,7 +39,7 @@ CATEGORIES: dict[str, str] = {
 }
 
 
-class _StepTracker(MemTracker):
+class StepTracker(MemTracker):
     """MemTracker that accepts a root module's repeated forward within one tracked step."""
 
     def _pre_fw_hook(self, module: torch.nn.Module, inputs: Any) -> None:
@@ -112,7 +112,7 @@ def breakdown_step(session: Session, i: int | None = None, module_depth: int = 0
     index = default_step_index(session) if i is None else i
     if optimizer is not None and not _has_state(optimizer):
         session.step(index)
-    tracker = _StepTracker()
+    tracker = StepTracker()
     # A distill session's frozen teacher runs inside the step too: its weights count as parameters.
     teacher: torch.nn.Module | None = getattr(session, "teacher", None)
     tracked = [session.model, *([teacher] if teacher is not None else [])]

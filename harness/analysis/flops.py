@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness import techniques as techreg
+from harness.analysis.predict import base_shape
+from harness.analysis.shape import BlockFlops, StepFlops
 from harness.case import CaseSpec
-from harness.models.source import ModelSpec, config_of, spec_of
+from harness.models.source import ModelSpec
 
 # Dense (no sparsity) peak FLOP/s by GPU and compute dtype, from the vendor datasheets.
 # Order matters: the first key contained in torch.cuda.get_device_name() + " " wins (PCIe before SXM;
@@ -65,48 +68,63 @@ def _mlp_weights(cfg: ModelSpec) -> int:
     return (3 if cfg.mlp == "swiglu" else 2) * cfg.d_model * cfg.d_ff
 
 
-def _checkpointed_blocks(case: CaseSpec, cfg: ModelSpec) -> int:
-    for t in case.techniques:
-        if t.name == "activation_checkpointing":
-            return len(range(0, cfg.n_layers, int(t.config.get("every_k_blocks", 1))))
-    return 0
+def block_flops(cfg: ModelSpec, tokens: int, seq_len: int) -> BlockFlops:
+    """Forward FLOPs of one block's matrix products over `tokens` tokens (2 per multiply-add): GQA-wide
+    K/V, SwiGLU's gate and up counted in fc1."""
+    d = cfg.d_model
+    return BlockFlops(
+        qkv=tokens * 2 * d * (cfg.q_dim + 2 * cfg.kv_dim),
+        attention=tokens * 4 * cfg.q_dim * seq_len,  # QK^T and PV: 2*s*h each per token
+        out_proj=tokens * 2 * cfg.q_dim * d,
+        fc1=tokens * 2 * d * cfg.d_ff * (2 if cfg.mlp == "swiglu" else 1),
+        fc2=tokens * 2 * d * cfg.d_ff,
+    )
+
+
+def step_flops(case: CaseSpec) -> StepFlops | str:
+    """The step's FLOPs with every technique's own adjustment, or why there is no formula."""
+    shape = base_shape(case)
+    if isinstance(shape, str):
+        return "a factory module's shapes are its own: no FLOP formula"
+    cfg = shape.cfg
+    tokens = case.batch_size * case.seq_len
+    attn = 4 * cfg.n_layers * cfg.q_dim * case.seq_len  # forward QK^T and PV, per token
+    passes = {"train": 3, "infer": 1}.get(case.workload_kind)
+    if passes is None:
+        return f"no FLOP formula for workload kind {case.workload_kind!r}"
+    flops = StepFlops(
+        model=tokens * passes * (2 * non_embedding_params(cfg) + attn),
+        matmul=tokens * passes * (2 * matmul_weight_params(cfg) + attn),
+        block=block_flops(cfg, tokens, case.seq_len),
+        compute_dtype=case.dtype,
+    )
+    for tech in techreg.compose((t.name, t.config) for t in case.techniques):
+        if reason := tech.adjust_flops(flops, shape):
+            return f"{tech.name}: {reason}"
+    return flops
 
 
 def flops_per_step(case: CaseSpec) -> dict[str, Any]:
     """Analytic FLOPs of one step of `case` (the dense model as the suite defines it).
 
     `model_flops_per_step`: 6N + 12Lhs per token (train) or 2N + 4Lhs (infer), the MFU numerator.
-    `hardware_flops_per_step`: adds the forward matmuls that activation checkpointing recomputes.
+    `hardware_flops_per_step`: adds the forward matmuls that techniques recompute (checkpointing).
     `matmul_flops_per_step`: the same work restricted to matrix products (FlopCounterMode's count).
     """
-    cfg = spec_of(config_of(case.model))
-    if cfg is None:
-        return {"flops_unavailable_reason": "a factory module's shapes are its own: no FLOP formula"}
-    tokens = case.batch_size * case.seq_len
-    attn = 4 * cfg.n_layers * cfg.q_dim * case.seq_len  # forward QK^T and PV, per token
-    passes = {"train": 3, "infer": 1}.get(case.workload_kind)
-    if passes is None:
-        return {"flops_unavailable_reason": f"no FLOP formula for workload kind {case.workload_kind!r}"}
-    model = tokens * passes * (2 * non_embedding_params(cfg) + attn)
-    matmul = tokens * passes * (2 * matmul_weight_params(cfg) + attn)
-    # Non-reentrant checkpointing stops recomputing once the last tensor backward needs exists: the
-    # MLP's second matmul (whose input, not output, is saved) is never re-run.
-    down = cfg.d_model * cfg.d_ff
-    recomputed = tokens * (2 * (_attn_weights(cfg) + _mlp_weights(cfg) - down) + attn // cfg.n_layers)
-    recompute = _checkpointed_blocks(case, cfg) * recomputed if passes == 3 else 0
+    flops = step_flops(case)
+    if isinstance(flops, str):
+        return {"flops_unavailable_reason": flops}
     return {
-        "model_flops_per_step": model,
-        "hardware_flops_per_step": model + recompute,
-        "matmul_flops_per_step": matmul,
+        "model_flops_per_step": flops.model,
+        "hardware_flops_per_step": flops.model + flops.recomputed,
+        "matmul_flops_per_step": flops.matmul,
     }
 
 
 def compute_dtype(case: CaseSpec) -> str:
-    """The dtype matmuls run in: autocast's when present, else the weights'."""
-    for t in case.techniques:
-        if t.name == "autocast":
-            return str(t.config.get("dtype", "bfloat16"))
-    return case.dtype
+    """The dtype matmuls run in, as the case's techniques say (autocast's, pure bf16's), else the weights'."""
+    flops = step_flops(case)
+    return case.dtype if isinstance(flops, str) else flops.compute_dtype
 
 
 def gpu_peak(device_name: str, dtype: str) -> tuple[float, str] | str:
@@ -132,11 +150,18 @@ def mfu(
     if peak_flop_per_s is None:
         out["mfu_unavailable_reason"] = peak_source
         return out
-    out.update(
-        mfu_fraction=achieved / peak_flop_per_s,
-        mfu_peak_flop_per_s=peak_flop_per_s,
-        mfu_peak_source=peak_source,
-    )
+    fraction = achieved / peak_flop_per_s
+    # The source names the dtype whose peak was used (the dtype the matmuls run in).
+    out.update(mfu_peak_flop_per_s=peak_flop_per_s, mfu_peak_source=f"{peak_source}:{compute_dtype(case)}")
+    if not 0 < fraction <= 1:
+        # Above the peak is impossible: the peak (a calibration that missed the fast path, a table entry
+        # for another dtype) or the FLOP count is wrong, so the figure is withheld, never printed.
+        out["mfu_unavailable_reason"] = (
+            f"MFU would be {fraction:.3g}, outside (0, 1]: achieved {achieved:.3g} FLOP/s against a peak "
+            f"of {peak_flop_per_s:.3g} FLOP/s ({out['mfu_peak_source']}); the peak or the FLOP count is wrong"
+        )
+        return out
+    out["mfu_fraction"] = fraction
     return out
 
 
@@ -150,4 +175,7 @@ def mfu_for_device(case: CaseSpec, step_time_s: float, device_name: str | None =
         return mfu(case, step_time_s, found[0], f"table:{found[1]}")
     from harness.analysis.calibrate import cpu_peak_flop_per_s
 
-    return mfu(case, step_time_s, cpu_peak_flop_per_s(dtype, case.threads), "calibrated:cpu")
+    flops = flops_per_step(case).get("model_flops_per_step")
+    achieved = flops / step_time_s if flops and step_time_s > 0 else 0.0
+    peak = cpu_peak_flop_per_s(dtype, case.threads, at_least=achieved)
+    return mfu(case, step_time_s, peak, "calibrated:cpu")

@@ -1,7 +1,7 @@
 """Analytic prediction of a case's tensor bytes per category, from shapes, dtypes and techniques.
 
 The activation formula is Korthikanti et al. 2022's per-layer count re-derived for this repository's
-model (see techniques.md, "Formulas"): pre-LN blocks with separate q/k/v projections, ReLU or GELU
+model (see docs/techniques.md, "Formulas"): pre-LN blocks with separate q/k/v projections, ReLU or GELU
 MLP, learned or sinusoidal positions, no dropout. Counting what each op saves for backward, one
 block keeps (N = b*s*h, F = b*s*d_ff, S = b*a*s^2 elements):
 
@@ -14,11 +14,11 @@ block keeps (N = b*s*h, F = b*s*d_ff, S = b*a*s^2 elements):
     MLP: ReLU output F; GELU input and output 2F
     LayerNorm mean and rstd                                  4*b*s fp32
 
-i.e. 16*e*sbh + e*a*s^2*b bytes per layer for GELU with d_ff = 4h, as techniques.md states. The head
+i.e. 16*e*sbh + e*a*s^2*b bytes per layer for GELU with d_ff = 4h, as docs/techniques.md states. The head
 keeps the final LayerNorm's input and output (2N) and the fp32 log-softmax (4*b*s*V bytes). The
 steady-state training peak is found by walking the backward pass (head, then blocks last to first)
 and taking the largest of: saved activations still alive + gradients made so far + the transient
-tensors of the op running then (8*b*s*V bytes at the loss, as techniques.md says; 2F of MLP
+tensors of the op running then (8*b*s*V bytes at the loss, as docs/techniques.md says; 2F of MLP
 gradients, or 2S of softmax gradients, inside a block), and the optimizer step (all gradients).
 Parameters and optimizer state are present throughout (AdamW unless an optimizer technique's rule
 says otherwise: SGD, Adafactor, bitsandbytes' 8-bit AdamW, see `optimizer_state_bytes`).
@@ -30,283 +30,43 @@ log-probs), chunked cross-entropy (no saved log-probs; one chunk's logits at a t
 under LoRA / adapters (gradients and state for the adapters only; frozen Linear layers keep no input;
 block 0 keeps nothing before its first trainable tensor; the adapters' own inputs and (b, s, r) tensors).
 
-Extending: a technique the formula does not know makes the prediction unavailable (it never
-guesses). A technique declares its effect by registering an adjustment here:
-
-    @register_adjust("my_technique")
-    def _mine(shape: Shape, options: Mapping[str, Any]) -> str | None:
-        shape.compute_bytes = 2      # edit the analytic inputs ...
-        return None                  # ... or return why its effect cannot be derived
+Extending: each technique states its own effect in its `adjust_prediction` method (techniques/base.py),
+editing the analytic inputs (analysis/shape.py); a technique without one makes the prediction
+unavailable, with the reason (it never guesses). This module holds only the base formulas.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from harness import techniques as techreg
+from harness.analysis.shape import DTYPE_BYTES as DTYPE_BYTES  # re-exported: callers read it here
+from harness.analysis.shape import BlockParts, numel
+from harness.analysis.shape import Shape as Shape
 from harness.case import CaseSpec
 from harness.models.config import ModelConfig
 from harness.models.source import ModelSpec, config_of, spec_of
 
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
-Adjust = Callable[["Shape", Mapping[str, Any]], "str | None"]
-ADJUSTERS: dict[str, Adjust] = {}
-
-
-def register_adjust(name: str) -> Callable[[Adjust], Adjust]:
-    """Register how technique `name` changes the analytic inputs (see the module docstring)."""
-
-    def deco(fn: Adjust) -> Adjust:
-        ADJUSTERS[name] = fn
-        return fn
-
-    return deco
-
-
-@dataclass
-class Shape:
-    """The analytic inputs of one case. Adjusters edit these; the formulas read only these."""
-
-    cfg: ModelSpec
-    batch: int
-    seq: int
-    param_bytes: int  # element size of weights, gradients, the residual stream
-    compute_bytes: int  # element size of matmul inputs/outputs kept for backward (autocast: 2)
-    checkpointed: frozenset[int] = field(default_factory=frozenset)  # block indices
-    optimizer: str = "adamw"  # adamw, sgd, sgd_momentum, adafactor, adamw_8bit (see optimizer_state_bytes)
-    micro_batches: int = 1  # gradient accumulation: `batch` is then one micro-batch
-    head_chunks: int = 1  # chunked cross-entropy: the head's b*s*V tensors exist a chunk at a time
-    share_every: int = 1  # cross-layer sharing: consecutive layers that run one block
-    frozen_base: bool = False  # adapters: no base parameter trains
-    # Trainable adapter tensors of the whole model (shapes), and what each block's adapters keep for backward.
-    adapter_shapes: list[tuple[int, ...]] = field(default_factory=list)
-    adapter_saved_bytes: int = 0
-    # Under a frozen base, the first block keeps nothing upstream of its first trainable tensor (nothing
-    # there requires grad): 0 = q/k/v, 1 = after attention, 2 = ln2's output, 3 = after the MLP.
-    first_trainable: int = 3
-    # Generation's KV cache (grouped_query_attention, kv_cache_quantization, sliding_window_cache):
-    # key/value heads, stored integer width and channels per scale, tokens kept.
-    kv_heads: int | None = None
-    kv_bits: int | None = None
-    kv_group: int | None = None
-    kv_window: int | None = None
-    kv_static: bool = False  # allocated whole at the prefill
-
-    @property
-    def autocast(self) -> bool:
-        return self.compute_bytes != self.param_bytes
-
-    @property
-    def unique_blocks(self) -> int:
-        return -(-self.cfg.n_layers // self.share_every)
-
-
-@register_adjust("baseline")
-def _baseline(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    return None
-
-
-@register_adjust("sdpa_attention")
-def _sdpa(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.cfg = shape.cfg.replace(attention="sdpa")
-    return None
-
-
-@register_adjust("activation_checkpointing")
-def _checkpointing(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    k = int(options.get("every_k_blocks", 1))
-    shape.checkpointed = frozenset(range(0, shape.cfg.n_layers, k))
-    return None
-
-
-@register_adjust("autocast")
-def _autocast(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.compute_bytes = DTYPE_BYTES[str(options.get("dtype", "bfloat16"))]
-    return None
-
-
-def _optimizer(name: str) -> Adjust:
-    def adjust(shape: Shape, options: Mapping[str, Any]) -> str | None:
-        shape.optimizer = name
-        return None
-
-    return adjust
-
-
-for _name in ("adamw", "adafactor"):
-    register_adjust(_name)(_optimizer(_name))
-
-
-@register_adjust("sgd")
-def _sgd(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.optimizer = "sgd_momentum" if float(options.get("momentum", 0.0)) > 0 else "sgd"
-    return None
-
-
-@register_adjust("adamw_8bit")
-def _adamw_8bit(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if options.get("backend", "bitsandbytes") != "bitsandbytes":
-        return "only bitsandbytes' state layout is modelled (torchao's differs)"
-    shape.optimizer = "adamw_8bit"
-    return None
-
-
-@register_adjust("gradient_accumulation")
-def _accumulation(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    k = int(options.get("micro_batches", 2))
-    if shape.batch % k:
-        return f"batch {shape.batch} is not divisible into {k} micro-batches"
-    shape.batch //= k  # activations of one micro-batch; every gradient already exists in the last one
-    shape.micro_batches = k
-    return None
-
-
-@register_adjust("tied_embeddings")
-def _tied(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.cfg = shape.cfg.replace(tie_embeddings=True)
-    return None
-
-
-@register_adjust("cross_layer_sharing")
-def _sharing(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    every = options.get("share_every")
-    shape.share_every = shape.cfg.n_layers if every is None else int(every)
-    return None
-
-
-@register_adjust("pure_bf16")
-def _pure_bf16(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if shape.param_bytes != 4:
-        return "the case's weights are not fp32"
-    shape.param_bytes = shape.compute_bytes = 2
-    return None
-
-
-@register_adjust("chunked_cross_entropy")
-def _chunked(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.head_chunks = int(options.get("chunks", 8))
-    return None
-
-
-def _frozen(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if options.get("also_train"):
-        return "also_train keeps base parts trainable: not modelled"
-    if shape.checkpointed or shape.micro_batches > 1:
-        return "a frozen base with checkpointing or accumulation is not modelled"
-    if shape.cfg.family != "builtin":
-        return "an adapter's saved tensors are modelled on the built-in block only"
-    shape.frozen_base = True
-    return None
-
-
-def _linear_dims(cfg: ModelSpec, name: str) -> tuple[int, int]:
-    d, f = cfg.d_model, cfg.d_ff
-    return {"fc1": (d, f), "fc2": (f, d)}.get(name, (d, d))
-
-
-@register_adjust("lora")
-def _lora(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if reason := _frozen(shape, options):
-        return reason
-    if options.get("impl", "manual") != "manual" or float(options.get("dropout", 0.0)) > 0:
-        return "only the manual implementation without dropout is modelled"
-    c, r = shape.cfg, int(options.get("rank", 8))
-    targets = list(options.get("targets", ["q_proj", "v_proj"]))
-    levels = {"q_proj": 0, "k_proj": 0, "v_proj": 0, "out_proj": 1, "fc1": 2, "fc2": 2}
-    shape.first_trainable = min([shape.first_trainable, *(levels[t] for t in targets)])
-    for name in targets:
-        d_in, d_out = _linear_dims(c, name)
-        shape.adapter_shapes += [(r, d_in), (d_out, r)] * shape.unique_blocks
-    # Each adapted Linear's input is kept for A's gradient (q/k/v share one, ln1's output), and the
-    # (b, s, r) A output for B's gradient; fc2's input is the MLP activation, already kept.
-    n, ec = shape.batch * shape.seq * c.d_model, shape.compute_bytes
-    inputs = {"ln1" if t in ("q_proj", "k_proj", "v_proj") else t for t in targets}
-    kept = {"ln1": n, "out_proj": n, "fc1": n, "fc2": 0}
-    if c.activation == "gelu":
-        kept["fc2"] = shape.batch * shape.seq * c.d_ff  # GELU keeps its input; fc2 needs the output
-    shape.adapter_saved_bytes += ec * (
-        sum(kept[i] for i in inputs) + len(targets) * shape.batch * shape.seq * r
-    )
-    return None
-
-
-def _bottleneck_shapes(d: int, r: int) -> list[tuple[int, ...]]:
-    return [(r, d), (r,), (d, r), (d,)]
-
-
-def _bottleneck_saved(shape: Shape, r: int) -> int:
-    # Its input (the sublayer's output, for the down projection's weight gradient), GELU's input and
-    # output (b, s, r) each.
-    return shape.compute_bytes * shape.batch * shape.seq * (shape.cfg.d_model + 2 * r)
-
-
-@register_adjust("bottleneck_adapter")
-def _bottleneck(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if reason := _frozen(shape, options):
-        return reason
-    r = int(options.get("bottleneck", 64))
-    shape.adapter_shapes += _bottleneck_shapes(shape.cfg.d_model, r) * 2 * shape.cfg.n_layers
-    shape.first_trainable = min(shape.first_trainable, 1)  # the adapter after attention
-    shape.adapter_saved_bytes += 2 * _bottleneck_saved(shape, r)
-    return None
-
-
-@register_adjust("shared_adapter")
-def _shared_adapter(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    if reason := _frozen(shape, options):
-        return reason
-    r = int(options.get("bottleneck", 64))
-    shape.adapter_shapes += _bottleneck_shapes(shape.cfg.d_model, r)
-    shape.adapter_saved_bytes += _bottleneck_saved(shape, r)
-    return None
-
-
-@register_adjust("grouped_query_attention")
-def _gqa(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    kv = int(options.get("kv_heads", 1))
-    heads = getattr(shape.cfg, "n_kv_heads", None) or shape.cfg.n_heads
-    if heads % kv:
-        return f"kv_heads {kv} does not divide the model's {heads} K/V heads"
-    shape.kv_heads = kv
-    return None
-
-
-@register_adjust("kv_cache_quantization")
-def _kv_quant(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.kv_bits = int(options.get("bits", 8))
-    group = options.get("group_size")
-    shape.kv_group = int(group) if group is not None else None
-    return None
-
-
-@register_adjust("sliding_window_cache")
-def _kv_window(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.kv_window = int(options.get("window", 256))
-    return None
-
-
-@register_adjust("static_cache")
-def _static_cache(shape: Shape, options: Mapping[str, Any]) -> str | None:
-    shape.kv_static = True  # the same bytes once full, held from the prefill on
-    return None
-
-
-def shape_for(case: CaseSpec) -> Shape | str:
-    """The case's analytic inputs with every technique's adjustment applied, or why there are none."""
+def base_shape(case: CaseSpec) -> Shape | str:
+    """The case's analytic inputs before any technique: its model, batch, sequence and dtype, or why
+    there are none (a factory module's shapes are its own)."""
     e = DTYPE_BYTES[case.dtype]
     spec = spec_of(config_of(case.model))
     if spec is None:
         return "a factory module's shapes are its own: no analytic formula (measured figures stand alone)"
-    shape = Shape(spec, case.batch_size, case.seq_len, e, e)
-    for tech in case.techniques:
-        adjust = ADJUSTERS.get(tech.name)
-        if adjust is None:
-            return (
-                f"no prediction rule for technique {tech.name!r}: register one with predict.register_adjust"
-            )
-        reason = adjust(shape, tech.config)
+    return Shape(spec, case.batch_size, case.seq_len, e, e, workload=case.workload_kind)
+
+
+def shape_for(case: CaseSpec) -> Shape | str:
+    """The case's analytic inputs with every technique's own adjustment applied in composition order,
+    or why there are none."""
+    shape = base_shape(case)
+    if isinstance(shape, str):
+        return shape
+    for tech in techreg.compose((t.name, t.config) for t in case.techniques):
+        reason = tech.adjust_prediction(shape)
         if reason:
             return f"{tech.name}: {reason}"
     return shape
@@ -371,10 +131,7 @@ def param_shapes(cfg: ModelSpec | ModelConfig, n_blocks: int | None = None) -> l
 
 
 def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for dim in shape:
-        n *= dim
-    return n
+    return numel(shape)
 
 
 def block_tensors(cfg: ModelSpec | ModelConfig) -> list[int]:
@@ -449,34 +206,53 @@ def optimizer_state_bytes(sh: Shape) -> int:
 # ---- activations ----------------------------------------------------------------------------------
 
 
-def block_saved_bytes(sh: Shape) -> int:
-    """Bytes one un-checkpointed block keeps for backward (see the module docstring)."""
+def block_parts(sh: Shape) -> BlockParts:
+    """Bytes one un-checkpointed block keeps for backward, by part (see the module docstring)."""
     c, b, s = sh.cfg, sh.batch, sh.seq
     n, f = b * s * c.d_model, b * s * c.d_ff
     ea, ec = sh.param_bytes, sh.compute_bytes
-    total = 2 * n * ea  # residual stream: block input and mid-block sum
-    if not sh.frozen_base:  # a frozen Linear needs no input for its (absent) weight gradient
-        total += 4 * n * ec if sh.autocast else 2 * n * ea  # linear inputs (autocast casts each apart)
+    # A frozen Linear needs no input for its (absent) weight gradient; autocast casts each linear's input
+    # apart (q, k and v each cast ln1's output; fc1 casts ln2's).
+    attention_input, mlp_input = (
+        (0, 0) if sh.frozen_base else (3 * n * ec, n * ec) if sh.autocast else (n * ea, n * ea)
+    )
+    # Residual stream (block input and mid-block sum); mean and rstd (RMSNorm: rsqrt) of two norms.
+    norms = 2 * n * ea + (4 if c.norm == "layernorm" else 2) * 4 * b * s
     if c.norm == "rmsnorm":  # x * rsqrt(mean(x^2)) is kept apart from weight * it (transformers' RMSNorm)
-        total += 2 * n * ea
+        norms += 2 * n * ea
         if ea < 4:  # it normalizes in fp32: the fp32 copy of its input is kept too
-            total += 2 * 4 * n
-    total += _qkvo_saved(sh) * ec
+            norms += 2 * 4 * n
+    nq = b * s * c.q_dim
+    qkv = (_qkvo_saved(sh) - (0 if sh.frozen_base else nq)) * ec  # q, k, v (GQA: repeated K/V)
     if c.attention == "explicit":
-        total += b * c.n_heads * s * s * ec  # probabilities
-        total += s * s if c.family == "builtin" else 0  # the built-in's bool causal mask
+        probabilities = b * c.n_heads * s * s * ec
+        probabilities += s * s if c.family == "builtin" else 0  # the built-in's bool causal mask
         if c.mlp == "swiglu" and ec < 4:  # Llama-style eager softmax runs in fp32 and keeps that output too
-            total += 4 * b * c.n_heads * s * s
+            probabilities += 4 * b * c.n_heads * s * s
+        attention_matmuls = qkv + b * c.n_heads * s * s * ec + nq * ec  # q/k/v, QK^T, PV
     else:
-        total += 4 * b * c.n_heads * s  # log-sum-exp, fp32
-    total += _mlp_saved(sh) * f * ec
-    total += (4 if c.norm == "layernorm" else 2) * 4 * b * s  # mean and rstd (RMSNorm: rsqrt) of two norms
-    total += sh.adapter_saved_bytes
-    if sh.autocast:  # cached bf16 weight copies
-        total += (
-            2 * c.d_model * (c.q_dim + c.kv_dim) + (3 if c.mlp == "swiglu" else 2) * c.d_model * c.d_ff
-        ) * ec
-    return total
+        probabilities = 4 * b * c.n_heads * s  # log-sum-exp, fp32
+        attention_matmuls = qkv + nq * ec + probabilities  # q/k/v, the fused output and its lse
+    swiglu = c.mlp == "swiglu"
+    weights = 2 * c.d_model * (c.q_dim + c.kv_dim) + (3 if swiglu else 2) * c.d_model * c.d_ff
+    casts = weights * ec if sh.autocast else 0  # autocast's cached bf16 weight copies
+    return BlockParts(
+        stream=n * ea,
+        norms=norms,
+        attention_input=attention_input,
+        # q, k, v and (for out_proj's weight) the attention output
+        attention=_qkvo_saved(sh) * ec + probabilities,
+        mlp_input=mlp_input,
+        mlp=_mlp_saved(sh) * f * ec,
+        other=sh.adapter_saved_bytes + casts,  # adapters' own tensors, autocast's cached weight copies
+        attention_matmuls=attention_matmuls + n * ec,  # + out_proj's output
+        mlp_matmuls=(2 if swiglu else 1) * f * ec + n * ec,  # fc1's (gate's and up's) and fc2's outputs
+    )
+
+
+def block_saved_bytes(sh: Shape) -> int:
+    """Bytes one un-checkpointed block keeps for backward (see the module docstring)."""
+    return block_parts(sh).total
 
 
 def _qkvo_saved(sh: Shape) -> int:
@@ -538,10 +314,10 @@ def frozen_prefix_bytes(sh: Shape) -> int:
 
 
 def saved_per_block(sh: Shape) -> list[int]:
-    n_bytes = sh.batch * sh.seq * sh.cfg.d_model * sh.param_bytes
-    full = block_saved_bytes(sh)
-    # A checkpointed block keeps only its input; everything else is recomputed in its backward.
-    out = [n_bytes if i in sh.checkpointed else full for i in range(sh.cfg.n_layers)]
+    parts = block_parts(sh)
+    # A checkpointed block keeps what its technique's rule says; the rest is recomputed in its backward.
+    kept = parts.total if sh.saved_rule is None else sh.saved_rule(parts)
+    out = [kept if i in sh.checkpointed else parts.total for i in range(sh.cfg.n_layers)]
     if sh.frozen_base:
         out[0] -= frozen_prefix_bytes(sh)
     return out

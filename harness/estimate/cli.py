@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from harness.cli import table_console
+    from harness.console import table_console
     from harness.estimate import estimate_case
     from harness.results.store import RunStore
     from harness.suite.load import load_suite

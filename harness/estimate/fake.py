@@ -207,9 +207,9 @@ def _fast_tracker_class() -> Any:
     which for an 8B model's ~450 modules and ~20k ops of a checkpointed step is minutes. Looking the
     active modules up by name gives the same per-module figures in a fraction of the time.
     """
-    from harness.analysis.breakdown import _StepTracker
+    from harness.analysis.breakdown import StepTracker
 
-    class _ActiveModulesTracker(_StepTracker):
+    class _ActiveModulesTracker(StepTracker):
         def _update_peak_stats(self, peak_state: Any) -> None:
             curr_snap = self._curr_mem_snap
             by_fqn = self.__dict__.get("_by_fqn")
@@ -236,9 +236,9 @@ def _fast_tracker_class() -> Any:
 def _fast_tracker() -> Iterator[None]:
     from harness.analysis import breakdown
 
-    original = breakdown._StepTracker
-    breakdown._StepTracker = _fast_tracker_class()  # type: ignore[misc]
+    original = breakdown.StepTracker
+    breakdown.StepTracker = _fast_tracker_class()  # type: ignore[misc]
     try:
         yield
     finally:
-        breakdown._StepTracker = original  # type: ignore[misc]
+        breakdown.StepTracker = original  # type: ignore[misc]

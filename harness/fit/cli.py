@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from harness.cli import table_console
+    from harness.console import table_console
     from harness.errors import HarnessError
     from harness.fit.budget import check_axis, parse_budgets
     from harness.fit.run import FIT_FILE, FitLog, FitOptions, Prober, fit_one

@@ -574,6 +574,26 @@ SECTIONS: tuple[Section, ...] = (
                 measured="case process, after build",
                 absent="as `param_count`",
             ),
+            M(
+                "optimizer_implementation",
+                "text",
+                "how torch.optim runs the update: `for_loop`, `foreach` or `fused`",
+                measured=(
+                    "case process, from the built optimizer's `foreach`/`fused` (unset: torch's rule for the"
+                    " device: foreach on CUDA, else for_loop)"
+                ),
+                absent="absent for optimizers without that choice (bitsandbytes, torchao, ZeRO-1), inference",
+            ),
+            M(
+                "optimizer_implementation_reason",
+                "text",
+                (
+                    "why: `torch's default for <device> parameters (foreach, fused unset)` or `chosen in the"
+                    " suite` (`adamw: {implementation: ...}`)"
+                ),
+                measured="as above",
+                absent="as `optimizer_implementation`",
+            ),
         ),
     ),
     Section(
@@ -908,8 +928,8 @@ SECTIONS: tuple[Section, ...] = (
                 "FLOP/s",
                 (
                     "the peak MFU is taken against: the GPU's dense datasheet figure for the compute dtype"
-                    " (`analysis.flops.GPU_PEAKS`), or on CPU the best of 5 square 1024 matmuls at the "
-                    "case's threads and compute dtype"
+                    " (`analysis.flops.GPU_PEAKS`), or on CPU the best of 1024-square `torch.mm` and"
+                    " `F.linear` at the case's threads and compute dtype"
                 ),
                 measured=(
                     "parent; the CPU calibration is measured once per CPU / torch / dtype / threads and "
@@ -920,7 +940,10 @@ SECTIONS: tuple[Section, ...] = (
             M(
                 "mfu_peak_source",
                 "text",
-                "`table:<gpu>` or `calibrated:cpu`",
+                (
+                    "`table:<gpu>:<dtype>` or `calibrated:cpu:<dtype>`: where the peak came from, for the"
+                    " dtype the matmuls run in"
+                ),
                 measured="parent",
                 absent="as `mfu_fraction`",
             ),
@@ -1444,8 +1467,9 @@ SECTIONS: tuple[Section, ...] = (
                 "prediction_unavailable_reason",
                 "text",
                 (
-                    "why there is no prediction: a technique without a rule (`predict.register_adjust`), a"
-                    " workload kind without a formula, or an exception"
+                    "why there is no prediction: a technique without a rule (its `adjust_prediction`), a"
+                    " workload kind without a formula, a measured/predicted tensor peak outside (0.2, 5),"
+                    " or an exception"
                 ),
                 measured="case process",
                 absent="absent when `predicted.*` are there",
@@ -1497,6 +1521,16 @@ SECTIONS: tuple[Section, ...] = (
                 absent="as above",
                 display="exactness",
                 column=10,
+            ),
+            M(
+                "negative_saving_flag",
+                "text",
+                (
+                    "why the case's `breakdown.tensor_peak_bytes` cannot be right: above the baseline's by"
+                    " more than max(1 MiB, 0.5 %) for techniques that keep the math"
+                ),
+                measured="parent, `runner.exactness.check`",
+                absent="absent unless that happened (and when either tensor peak is missing)",
             ),
             M(
                 "baseline_differences",

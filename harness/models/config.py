@@ -84,7 +84,7 @@ class ModelConfig:
 # Sizes a user names in a suite. Parameter counts (untied head, learned positions, ReLU/GELU alike):
 #   ci          ~0.9 M   unit tests and CI
 #   small       ~10 M    quick CPU comparisons
-#   reference   27,566,080  the model that ../shared/docs/techniques.md measured on CPU
+#   reference   27,566,080  the model docs/techniques.md's CPU table measured
 #   gpt2-small  ~163 M untied / 124 M tied (GPT-2 small shapes)
 #   gpt2-medium ~406 M untied / 355 M tied
 #   1b          ~1.3 B   GPU users

@@ -14,9 +14,11 @@ Semantics shared by every variant (they match transformers' cache layers):
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
 
 StorageKind = Literal["dynamic", "static"]
 
@@ -46,6 +48,8 @@ class CacheSpec:
 def quantize(x: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, H, T, hs) -> (codes, scales). int8 codes in [-127, 127]; int4 codes in [-7, 7] packed two
     per byte (uint8). Scales (B, H, T, hs // group) in x's dtype: the same width a bf16 cache pays."""
+    import torch
+
     b, h, t, hs = x.shape
     if hs % group or (bits == 4 and hs % 2):
         raise ValueError(
@@ -65,6 +69,8 @@ def quantize(x: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torc
 
 
 def dequantize(codes: torch.Tensor, scale: torch.Tensor, bits: int, dtype: torch.dtype) -> torch.Tensor:
+    import torch
+
     if bits == 4:
         lo = (codes & 0xF).to(torch.int8) - 8
         hi = (codes >> 4).to(torch.int8) - 8
@@ -118,6 +124,8 @@ class _Layer:
             self._store_dynamic(new)
 
     def _store_dynamic(self, new: list[torch.Tensor]) -> None:
+        import torch
+
         merged = new
         if self.parts:
             merged = [torch.cat([old, p], dim=-2) for old, p in zip(self.parts, new, strict=True)]
@@ -177,6 +185,8 @@ def storage_bytes(cache: Any) -> int:
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
+    import torch
+
     if isinstance(obj, torch.Tensor):
         return [obj] if obj.numel() and obj.dim() >= 3 else []
     if isinstance(obj, dict):

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly
-import plotly.offline
 
 from harness.errors import HarnessError
 from harness.report import figures as figs
 from harness.report import html as page
+from harness.report.bundle import write_plotly_bundle
 from harness.report.export import export_table
 from harness.report.gate import gated_memory_metrics
 from harness.report.markdown import summary_markdown
@@ -58,18 +57,6 @@ def build_report(paths: Sequence[Path], out: Path, fmt: str = "html", policy: Pa
     html = report_html(frame, manifests, timelines, target.parent, bundle, gated)
     target.write_text(html, encoding="utf-8")
     return target
-
-
-def write_plotly_bundle(folder: Path) -> str:
-    """plotly.js once per folder, shared by every report in it (4.6 MB that each page would otherwise
-    carry); returns its name relative to the pages."""
-    name = f"plotly-{plotly.__version__}.min.js"
-    path = folder / name
-    if not path.is_file():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
-        tmp.replace(path)
-    return name
 
 
 def load_timelines(runs: Sequence[Run], frame: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:

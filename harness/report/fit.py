@@ -75,7 +75,7 @@ def fit_report(paths: Sequence[Path], out: Path, fmt: str) -> Path | None:
     if fmt == "md":
         target.write_text(fit_markdown(answers, budgets), encoding="utf-8")
         return target
-    from harness.report.build import write_plotly_bundle
+    from harness.report.bundle import write_plotly_bundle
 
     title = "Fits on: the largest shape under each budget"
     html = page.render_page(

@@ -112,6 +112,10 @@ def breakdown(session: Session) -> dict[str, int]:
     return breakdown_step(session)
 
 
+# Measured over predicted tensor peak outside these bounds: the prediction is withheld (null, with why).
+RATIO_BOUNDS = (0.2, 5.0)
+
+
 def prediction(case: CaseSpec, measured: dict[str, int] | None) -> dict[str, Any]:
     from harness.analysis.predict import predict
 
@@ -120,7 +124,12 @@ def prediction(case: CaseSpec, measured: dict[str, int] | None) -> dict[str, Any
         return {"prediction_unavailable_reason": predicted["prediction_unavailable_reason"]}
     out: dict[str, Any] = {"predicted": predicted}
     if measured and predicted.get("tensor_peak_bytes"):
-        out["tensor_peak_measured_over_predicted"] = (
-            measured["tensor_peak_bytes"] / predicted["tensor_peak_bytes"]
-        )
+        ratio = measured["tensor_peak_bytes"] / predicted["tensor_peak_bytes"]
+        if not RATIO_BOUNDS[0] < ratio < RATIO_BOUNDS[1]:
+            # A model off by more than 5x describes another program: its figures are withheld.
+            return {
+                "prediction_unavailable_reason": f"measured/predicted tensor peak {ratio:.3g} is outside "
+                f"{RATIO_BOUNDS}: the analytic model does not describe this case"
+            }
+        out["tensor_peak_measured_over_predicted"] = ratio
     return out

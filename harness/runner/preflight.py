@@ -50,9 +50,8 @@ def unsupported_reason(case: CaseSpec, env: Environment) -> str | None:
     ctx = context_for(case)
     techs = techniques_for(case)
     for tech in techs:
-        if tech.workloads is not None and case.workload_kind not in tech.workloads:
-            kinds = ", ".join(sorted(tech.workloads))
-            return f"{tech.name} applies to {kinds} workloads, not {case.workload_kind}"
+        if reason := tech.workload_reason(case.workload_kind, wlreg.get(case.workload_kind).trains):
+            return reason
         reason = tech.unsupported_reason(env, ctx) or tech.combination_reason(
             [t for t in techs if t is not tech], ctx
         )

@@ -1,4 +1,4 @@
-"""Host memory of another process, read from the kernel (see ../shared/docs/measurement.md).
+"""Host memory of another process, read from the kernel (see docs/measurement.md).
 
 VmHWM is the kernel's exact resident high-water mark; writing "5" to /proc/<pid>/clear_refs resets it to
 the current RSS, which is how the parent gets an exact peak per phase. `ru_maxrss` is not used: for a

@@ -221,7 +221,7 @@ class PhaseMeter:
         self._pid = os.getpid()
 
     def boundary(self, mark: str) -> None:
-        from harness.runner.child import _gpu_phase
+        from harness.runner.caseproc import gpu_phase
 
         now = time.monotonic()
         self.phases[self._name] = {
@@ -229,7 +229,7 @@ class PhaseMeter:
             "host_rss_peak_bytes": procmem.hwm_bytes(self._pid),
             "host_rss_end_bytes": procmem.rss_bytes(self._pid),  # at rest, after the phase
             "duration_s": round(now - self._t, 6),
-            **_gpu_phase(self.torch, self.on_cuda),
+            **gpu_phase(self.torch, self.on_cuda),
         }
         procmem.reset_hwm(self._pid)  # the high-water mark is now this instant's RSS
         self._name, self._start_rss, self._t = PHASE_AFTER[mark], procmem.rss_bytes(self._pid), now
@@ -327,7 +327,7 @@ def run_rank(
     import torch._dynamo  # optimizers import it lazily: +70 MiB that is no technique's
 
     from harness.case import CaseSpec
-    from harness.runner.child import _classify
+    from harness.runner.caseproc import classify
 
     case = CaseSpec.model_validate(settings["case"])
     torch.set_num_threads(case.threads)
@@ -338,7 +338,7 @@ def run_rank(
         out["status"] = "ok"
     except Exception as e:  # a failure is a result: the launcher reports it
         out["failed_at"] = time.time()  # wall clock, comparable across the ranks of this host
-        out.update(_classify(e, torch))
+        out.update(classify(e, torch))
     out.update(meter.figures())
     return out
 
@@ -346,7 +346,7 @@ def run_rank(
 def _train(
     torch: Any, case: CaseSpec, meter: PhaseMeter, out: dict[str, Any], rank: int, local_rank: int, world: int
 ) -> None:
-    from harness.runner.child import _model_figures, _steps
+    from harness.runner.caseproc import model_figures, run_steps
     from harness.runner.session import context_for, open_session, techniques_for
 
     for t in techniques_for(case):
@@ -357,13 +357,13 @@ def _train(
     _mark(dist, meter, rank, "imported")
     session = open_session(case, context_for(case, rank=rank, world_size=world))
     take_rank_slice(session, rank, world)
-    out["model"] = _model_figures(session.model)  # DTensor numel is global: the whole model's figures
+    out["model"] = model_figures(session.model)  # DTensor numel is global: the whole model's figures
     out["samples_per_step"], out["tokens_per_step"] = session.samples_per_step, session.tokens_per_step
     _mark(dist, meter, rank, "built")
-    _steps(torch, session, range(case.warmup_steps), out, on_cuda, timed=False)
+    run_steps(torch, session, range(case.warmup_steps), out, on_cuda, timed=False)
     _mark(dist, meter, rank, "warmed")
     n = case.warmup_steps + case.measured_steps
-    _steps(torch, session, range(case.warmup_steps, n), out, on_cuda)
+    run_steps(torch, session, range(case.warmup_steps, n), out, on_cuda)
     out.update(_local_figures(session))  # after the steps: the optimizer state exists
     _mark(dist, meter, rank, "measured")
     out["metrics"] = {}

@@ -7,6 +7,7 @@ from typing import Any
 
 from harness._registry import import_package_modules
 from harness.techniques.base import Context, Environment, Phase, StepPlan, Technique, TechniqueConfig
+from harness.techniques.order import rank
 
 __all__ = [
     "Context",
@@ -42,9 +43,9 @@ def instantiate(name: str, options: Mapping[str, Any] | None) -> Technique:
 
 
 def compose(specs: Iterable[tuple[str, Mapping[str, Any] | None]]) -> list[Technique]:
-    """Instances in composition order: by phase, then `order`, then name (deterministic)."""
+    """Instances in composition order: by phase, then techniques/order.py's table, then name."""
     techs = [instantiate(name, opts) for name, opts in specs]
-    return sorted(techs, key=lambda t: (t.phase, t.order, t.name))
+    return sorted(techs, key=lambda t: (t.phase, rank(t.name), t.name))
 
 
 def conflict(techniques: Iterable[Technique]) -> str | None:

@@ -5,9 +5,12 @@ quantized storage)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 
 # The weight of a tied LM head is the token embedding: pruning or quantizing it as a Linear would
 # change the embedding too, so such layers are never targets.
@@ -16,6 +19,8 @@ LM_HEAD = "lm_head"
 
 def target_linears(model: nn.Module, include_lm_head: bool) -> list[tuple[str, nn.Module]]:
     """The model's nn.Linear layers (by qualified name) that a weight technique acts on."""
+    from torch import nn
+
     tied = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
     out: list[tuple[str, nn.Module]] = []
     for name, module in model.named_modules():
@@ -33,6 +38,8 @@ def target_linears(model: nn.Module, include_lm_head: bool) -> list[tuple[str, n
 def is_quantized_linear(module: nn.Module) -> bool:
     """A Linear whose weight is already quantized: a bitsandbytes layer (an nn.Linear subclass) or a
     Linear holding a torchao tensor subclass."""
+    from torch import nn
+
     if type(module).__module__.startswith("bitsandbytes"):
         return True
     weight = module._parameters.get("weight")
@@ -40,6 +47,8 @@ def is_quantized_linear(module: nn.Module) -> bool:
 
 
 def _own(module: nn.Module, attr: str) -> torch.Tensor | None:
+    import torch
+
     value = module._parameters.get(attr)
     return value if isinstance(value, torch.Tensor) else None
 
@@ -54,6 +63,8 @@ def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 def tensor_bytes(t: torch.Tensor) -> int:
     """Bytes a tensor holds: the inner tensors of a wrapper subclass (torchao), the int8 data plus
     scales of a torch quantized tensor, the index and value arrays of a sparse tensor."""
+    import torch
+
     if hasattr(t, "__tensor_flatten__"):
         names, _ = t.__tensor_flatten__()
         return sum(tensor_bytes(getattr(t, n)) for n in names if getattr(t, n) is not None)
@@ -67,6 +78,8 @@ def tensor_bytes(t: torch.Tensor) -> int:
 
 
 def _quantized_bytes(t: torch.Tensor) -> int:
+    import torch
+
     data = t.numel() * t.element_size()  # qint8: one byte per element
     if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
         scales, zeros = t.q_per_channel_scales(), t.q_per_channel_zero_points()
@@ -106,6 +119,8 @@ def weight_count(module: nn.Module) -> int:
 def attr_tensor(module: nn.Module, name: str) -> torch.Tensor:
     """A tensor attribute of a module, whether a parameter, a buffer or a plain attribute (prune's
     recomputed `weight`)."""
+    import torch
+
     value = getattr(module, name)
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{type(module).__name__}.{name} is not a tensor")
@@ -114,6 +129,8 @@ def attr_tensor(module: nn.Module, name: str) -> torch.Tensor:
 
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The floating dtype of the model's first floating parameter or buffer (float32 if none)."""
+    import torch
+
     for t in (*model.parameters(), *model.buffers()):
         if t.is_floating_point():
             return t.dtype

@@ -1,78 +1,19 @@
-# mypy: disallow-subclassing-any=False
-# (torch is untyped here, so nn.Module is Any to mypy; subclassing it is the point of CheckpointedBlock.)
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
-from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from harness.analysis.shape import BlockParts, Shape, StepFlops
 from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
 
 Policy = Literal["full", "selective"]
 Scope = Literal["block", "mlp", "attention"]
-
-
-def _ops(names: tuple[str, ...]) -> frozenset[Any]:
-    # Some fused-attention ops exist only in some builds; skip the missing ones instead of failing.
-    return frozenset(getattr(torch.ops.aten, n).default for n in names if hasattr(torch.ops.aten, n))
-
-
-# Matmul-class ops whose outputs selective checkpointing keeps: they are the expensive part of the
-# forward (recomputing them would cost most of a forward), while what they feed (bias adds, GELU/ReLU,
-# softmax, LayerNorm, masking) is cheap elementwise work. Fused attention counts as a matmul: its output
-# and log-sum-exp are O(T) per head and costly to recompute. torchtitan's selective-op policy saves a
-# similar list.
-SAVED_OPS: frozenset[Any] = _ops(
-    (
-        "mm",
-        "addmm",
-        "bmm",
-        "baddbmm",
-        "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_flash_attention_for_cpu",
-        "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_cudnn_attention",
-    )
-)
-
-
-def save_matmuls_policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
-    """Selective checkpointing: keep matmul outputs, recompute everything else in backward."""
-    return CheckpointPolicy.MUST_SAVE if op in SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
-
-
-def _selective_contexts() -> tuple[Any, Any]:
-    # A fresh pair per call: the contexts cache saved outputs between forward and recompute.
-    contexts: tuple[Any, Any] = create_selective_checkpoint_contexts(save_matmuls_policy)
-    return contexts
-
-
-class CheckpointedBlock(nn.Module):
-    """Runs `inner` under non-reentrant checkpointing.
-
-    policy "full": only the input is kept; everything inside is recomputed in backward.
-    policy "selective": the input and the outputs of matmul-class ops are kept; the rest is recomputed.
-    """
-
-    def __init__(self, inner: nn.Module, policy: Policy = "full") -> None:
-        super().__init__()
-        self.inner = inner
-        self.policy = policy
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        # transformers' layers take keyword arguments (masks, rotary cos/sin) beside the hidden states;
-        # non-reentrant checkpointing passes them through.
-        if not torch.is_grad_enabled():
-            return self.inner(*args, **kwargs)
-        if self.policy == "selective":
-            return checkpoint(
-                self.inner, *args, use_reentrant=False, context_fn=_selective_contexts, **kwargs
-            )
-        return checkpoint(self.inner, *args, use_reentrant=False, **kwargs)
 
 
 class ActivationCheckpointing(Technique):
@@ -90,8 +31,7 @@ class ActivationCheckpointing(Technique):
 
     name: ClassVar[str] = "activation_checkpointing"
     phase: ClassVar[Phase] = Phase.WRAP
-    order: ClassVar[int] = 0  # before sharding, which wraps what this wrapped
-    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+    needs_training: ClassVar[bool | None] = True
     exact: ClassVar[bool] = True
 
     class Config(TechniqueConfig):
@@ -104,9 +44,44 @@ class ActivationCheckpointing(Technique):
 
     config: Config
 
-    def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        if shape.frozen_base:
+            return "a frozen base with checkpointing or accumulation is not modelled"
+        shape.checkpointed = frozenset(range(0, shape.cfg.n_layers, self.config.every_k_blocks))
+        shape.saved_rule = self.kept_bytes
+        return None
 
+    def kept_bytes(self, parts: BlockParts) -> int:
+        """What a checkpointed block keeps for backward: the checkpointed part's input (a block's input,
+        or the LayerNorm output a sublayer takes) in place of that part's saved tensors, plus, under the
+        selective policy, the matmul outputs the policy saves."""
+        selective = self.config.policy == "selective"
+        if self.config.scope == "block":
+            return parts.stream + (parts.attention_matmuls + parts.mlp_matmuls if selective else 0)
+        if self.config.scope == "mlp":
+            dropped, matmuls = parts.mlp_input + parts.mlp, parts.mlp_matmuls
+        else:
+            dropped, matmuls = parts.attention_input + parts.attention, parts.attention_matmuls
+        return parts.total - dropped + parts.stream + (matmuls if selective else 0)
+
+    def adjust_flops(self, flops: StepFlops, shape: Shape) -> str | None:
+        """Recomputation in backward: the checkpointed part's forward matmuls again, except those whose
+        outputs are kept (selective: every matmul) and the last one, whose output backward never needs
+        (non-reentrant checkpointing stops once the tensors backward needs are rebuilt)."""
+        if shape.workload != "train" or self.config.policy == "selective":
+            return None
+        b = flops.block
+        per_block = {
+            "block": b.qkv + b.attention + b.out_proj + b.fc1,  # fc2 ends the block: not re-run
+            "mlp": b.fc1,
+            "attention": b.qkv + b.attention,  # out_proj ends the sublayer
+        }[self.config.scope]
+        flops.recomputed += len(range(0, shape.cfg.n_layers, self.config.every_k_blocks)) * per_block
+        return None
+
+    def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
         from harness.models.layout import blocks_or_raise, layout_of, part_attr_or_raise
+        from harness.techniques._checkpoint_wrap import CheckpointedBlock
 
         layout = layout_of(model)
         blocks = blocks_or_raise(model, self.name)

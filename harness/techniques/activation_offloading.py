@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.techniques.base import Context, Environment, Phase, StepPlan, Technique
+
+if TYPE_CHECKING:
+    pass
 
 
 class ActivationOffloading(Technique):
@@ -23,7 +24,7 @@ class ActivationOffloading(Technique):
 
     name: ClassVar[str] = "activation_offloading"
     phase: ClassVar[Phase] = Phase.STEP
-    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+    needs_training: ClassVar[bool | None] = True
     exact: ClassVar[bool] = True
 
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
@@ -36,5 +37,7 @@ class ActivationOffloading(Technique):
 
 
 def _save_on_cpu(pin_memory: bool) -> contextlib.AbstractContextManager[Any]:
+    import torch
+
     hooks: contextlib.AbstractContextManager[Any] = torch.autograd.graph.save_on_cpu(pin_memory=pin_memory)
     return hooks

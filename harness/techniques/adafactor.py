@@ -1,12 +1,16 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
 from pydantic import Field
 
 from harness.techniques._optimizer import OptimizerConfig, OptimizerTechnique
 from harness.techniques.base import Context
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.analysis.shape import Shape
 
 
 class Adafactor(OptimizerTechnique):
@@ -27,5 +31,11 @@ class Adafactor(OptimizerTechnique):
 
     config: Config
 
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.optimizer = "adafactor"
+        return None
+
     def build_optimizer(self, params: list[torch.nn.Parameter], ctx: Context) -> torch.optim.Optimizer:
+        import torch
+
         return torch.optim.Adafactor(params, lr=self.config.lr, foreach=False)

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import importlib
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.techniques._optimizer import OptimizerConfig, OptimizerTechnique
 from harness.techniques.adamw_8bit import TORCHAO_CPU
 from harness.techniques.base import Context, Environment
+
+if TYPE_CHECKING:
+    import torch
 
 
 class AdamW4bit(OptimizerTechnique):

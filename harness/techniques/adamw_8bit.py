@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import importlib
-from typing import ClassVar, Literal
-
-import torch
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from harness.techniques._optimizer import OptimizerConfig, OptimizerTechnique
 from harness.techniques.base import Context, Environment
 
+if TYPE_CHECKING:
+    import torch
+
+    from harness.analysis.shape import Shape
+
 # torchao's low-bit optimizers compile their step with torch.compile; on a 2-core CPU the first step
-# took 47-73 s (../shared/docs/techniques.md), which would swamp any benchmark of a few steps.
+# took 47-73 s (docs/techniques.md), which would swamp any benchmark of a few steps.
 TORCHAO_CPU = "torchao's low-bit AdamW compiles its step (first step 47-73 s on a 2-core CPU); run it on CUDA"
 
 
@@ -41,6 +44,12 @@ class AdamW8bit(OptimizerTechnique):
             return f"needs the {self.config.backend} package (pip install {self.config.backend})"
         if self.config.backend == "torchao" and ctx.device != "cuda":
             return TORCHAO_CPU
+        return None
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        if self.config.backend != "bitsandbytes":
+            return "only bitsandbytes' state layout is modelled (torchao's differs)"
+        shape.optimizer = "adamw_8bit"
         return None
 
     def build_optimizer(self, params: list[torch.nn.Parameter], ctx: Context) -> torch.optim.Optimizer:

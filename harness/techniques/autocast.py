@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
-
+from harness.analysis.shape import DTYPE_BYTES
 from harness.techniques.base import Context, Environment, Phase, StepPlan, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.analysis.shape import Shape, StepFlops
 
 
 class Autocast(Technique):
@@ -37,7 +41,17 @@ class Autocast(Technique):
             return f"autocast mixes precision over fp32 weights; this case's weights are already {ctx.dtype}"
         return None
 
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.compute_bytes = DTYPE_BYTES[self.config.dtype]
+        return None
+
+    def adjust_flops(self, flops: StepFlops, shape: Shape) -> str | None:
+        flops.compute_dtype = self.config.dtype
+        return None
+
     def plan_step(self, plan: StepPlan, ctx: Context) -> None:
+        import torch
+
         dtype = getattr(torch, self.config.dtype)
         plan.contexts.append(functools.partial(_autocast, ctx.device, dtype))
         if self.config.dtype == "float16":
@@ -45,5 +59,7 @@ class Autocast(Technique):
 
 
 def _autocast(device: str, dtype: torch.dtype) -> contextlib.AbstractContextManager[Any]:
+    import torch
+
     ctx: contextlib.AbstractContextManager[Any] = torch.autocast(device_type=device, dtype=dtype)
     return ctx

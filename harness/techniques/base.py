@@ -12,8 +12,11 @@ Composition order (torchtitan's habit: state it once, in one place):
 4. OPTIMIZER  choose the optimizer over the trainable parameters only (frozen weights carry no state).
 5. STEP       shape the training step: autocast, loss scaling, gradient accumulation, chunked loss.
 
-Within a phase, `order` breaks ties (lower first). Hooks a technique does not override are no-ops,
-so a technique acts only where it declares it does.
+Within a phase, the order is the one table in techniques/order.py. Hooks a technique does not override
+are no-ops, so a technique acts only where it declares it does; its effect on the analytic prediction
+and on the step's FLOPs are methods of the technique too (`adjust_prediction`, `adjust_flops`), so
+analysis/predict.py and analysis/flops.py hold only the base formulas. Relations between techniques are
+traits on the class (`freezes_base`, `quantizes`, ...), never lists of other techniques' names.
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from harness.analysis.shape import Shape, StepFlops
     from harness.models.source import ModelSource
+
+
+QUANTIZERS_CONFLICT = "two weight quantizers: the second would quantize already-quantized weights"
 
 
 class Phase(IntEnum):
@@ -109,16 +116,26 @@ class Technique:
     """A memory-saving technique: one subclass per file under harness/techniques/.
 
     Subclasses set `name` (the YAML key), `phase`, a docstring saying what it saves and costs, and
-    optionally `order`, `conflicts` (other name -> reason), `workloads` (kinds it applies to) and a
-    nested `Config(TechniqueConfig)`. Defining the subclass registers it.
+    optionally `conflicts` (other name -> reason), `workloads` (kinds it applies to), traits and a
+    nested `Config(TechniqueConfig)`. Defining the subclass registers it. Its place within its phase is
+    techniques/order.py's table (a technique not listed there runs after the listed ones, by name).
     """
 
     name: ClassVar[str]
     phase: ClassVar[Phase]
-    order: ClassVar[int] = 0
     conflicts: ClassVar[Mapping[str, str]] = {}
-    # Workload kinds this technique means something for; None means all.
+    # Traits other techniques decide by, instead of lists of names:
+    # freezes_base: only tensors it adds train (LoRA, adapters); a quantizer may then quantize the base.
+    freezes_base: ClassVar[bool] = False
+    # quantizes: replaces or re-parametrizes the Linear layers' weights with quantized ones; two
+    # quantizers cannot stack (the second would quantize already-quantized weights).
+    quantizes: ClassVar[bool] = False
+    # Workload kinds this technique means something for; None means all. Prefer the trait below: a kind
+    # list must be edited for every new workload, a trait is the workload's own (Workload.trains).
     workloads: ClassVar[frozenset[str] | None] = None
+    # needs_training: True acts on gradients or the optimizer (workloads that train); False acts only
+    # where nothing trains (inference); None: either.
+    needs_training: ClassVar[bool | None] = None
     # True when the technique must not change the math: its case's losses are checked against the
     # baseline's, and a relative drift above `exact_rtol` is flagged in the result.
     exact: ClassVar[bool] = False
@@ -131,6 +148,11 @@ class Technique:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "order" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__} sets `order`: the composition order is the one table in "
+                "harness/techniques/order.py"
+            )
         if "name" in cls.__dict__:
             if cls.name in Technique.registry:
                 raise TypeError(f"technique {cls.name!r} is registered twice")
@@ -140,6 +162,15 @@ class Technique:
         self.config = config if config is not None else self.Config()
 
     # ---- decided in the parent, before a process is spent on the case ----
+    def workload_reason(self, kind: str, trains: bool) -> str | None:
+        """Why this technique means nothing for a workload of `kind` (which trains or not), or None."""
+        if self.workloads is not None and kind not in self.workloads:
+            return f"{self.name} applies to {', '.join(sorted(self.workloads))} workloads, not {kind}"
+        if self.needs_training is not None and self.needs_training != trains:
+            needs = "a workload that trains" if self.needs_training else "a workload that does not train"
+            return f"{self.name} applies to {needs}; {kind} {'trains' if trains else 'does not train'}"
+        return None
+
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
         """Why this technique cannot run here (needs CUDA, a package, ...), or None."""
         return None
@@ -151,9 +182,23 @@ class Technique:
 
     def conflicts_with(self, other: Technique) -> str | None:
         """Why this technique, as configured, cannot be combined with `other`, or None. The default reads
-        the class-level `conflicts`; override it where the answer depends on the options (e.g.
-        unstructured_pruning conflicts with quantizers only with storage masks or sparse)."""
+        the class-level `conflicts` and the traits; override it where the answer depends on the options
+        (e.g. unstructured_pruning conflicts with quantizers only with storage masks or sparse)."""
+        if self.quantizes and other.quantizes:
+            return QUANTIZERS_CONFLICT
         return self.conflicts.get(other.name)
+
+    # ---- the analytic models, decided in the parent from the technique's own config ----
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        """Edit the memory model's inputs (analysis/shape.py) to this technique's effect, or return why
+        its effect cannot be derived. The default says there is no rule: the prediction is then null with
+        that reason (it never guesses)."""
+        return f"no prediction rule: {type(self).__name__} does not implement adjust_prediction"
+
+    def adjust_flops(self, flops: StepFlops, shape: Shape) -> str | None:
+        """Edit the step's FLOPs (work recomputed, the dtype matmuls run in), or return why they cannot be
+        derived. The default: the technique leaves the arithmetic of the dense model as it is."""
+        return None
 
     # ---- hooks, called in composition order; defaults do nothing ----
     def configure_model(self, cfg: ModelSource, ctx: Context) -> ModelSource:

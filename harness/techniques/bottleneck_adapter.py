@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import functools
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from torch import nn
-
+from harness.techniques._adapter_rules import bottleneck_saved_bytes, bottleneck_shapes
 from harness.techniques._adapters import (
-    Bottleneck,
     BottleneckConfig,
     add_after,
     d_model_of,
@@ -14,6 +12,11 @@ from harness.techniques._adapters import (
     freeze_base,
 )
 from harness.techniques.base import Context, Phase, Technique
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from harness.analysis.shape import Shape
 
 
 class BottleneckAdapter(Technique):
@@ -31,7 +34,7 @@ class BottleneckAdapter(Technique):
 
     name: ClassVar[str] = "bottleneck_adapter"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 11  # after LoRA (10); before quantization (20-29), which then skips adapters
+    freezes_base: ClassVar[bool] = True
     workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "infer"})
 
     class Config(BottleneckConfig):
@@ -39,7 +42,18 @@ class BottleneckAdapter(Technique):
 
     config: Config
 
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        if reason := shape.freeze_base(list(self.config.also_train)):
+            return reason
+        r = self.config.bottleneck
+        shape.adapter_shapes += bottleneck_shapes(shape.cfg.d_model, r) * 2 * shape.cfg.n_layers
+        shape.first_trainable = min(shape.first_trainable, 1)  # the adapter after attention
+        shape.adapter_saved_bytes += 2 * bottleneck_saved_bytes(shape, r)
+        return None
+
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        from harness.techniques._adapter_modules import Bottleneck
+
         make = functools.partial(Bottleneck, d_model_of(model), self.config.bottleneck, first_weight(model))
         for part in ("attn", "mlp"):
             add_after(model, part, make, self.name)

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from harness.techniques.base import Context, Phase, StepPlan, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from harness.analysis.shape import Shape
 
 
 class ChunkedCrossEntropy(Technique):
@@ -17,7 +19,7 @@ class ChunkedCrossEntropy(Technique):
 
     The plain loss keeps the (B*T, V) fp32 log-softmax output for backward and, in backward, two more
     (B*T, V) gradient buffers: with a large vocabulary that is the biggest tensor of the step
-    (57 % of a fully checkpointed step's peak in ../shared/docs/techniques.md). Here each chunk's
+    (57 % of a fully checkpointed step's peak in docs/techniques.md). Here each chunk's
     projection + loss runs under checkpointing: forward keeps only the chunk's hidden states (a view of
     the (B, T, C) final hidden states, so nothing new), and backward recomputes one chunk's logits at a
     time. Saves: (B*T*V) -> (B*T*V / chunks) for the head's saved tensors and gradient buffers.
@@ -36,6 +38,10 @@ class ChunkedCrossEntropy(Technique):
         """Chunks the B*T tokens of a micro-batch are split into; peak head memory falls ~1/chunks."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.head_chunks = self.config.chunks
+        return None
 
     def plan_step(self, plan: StepPlan, ctx: Context) -> None:
         chunks = self.config.chunks
@@ -69,6 +75,9 @@ def hidden_and_head(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Te
 
 def chunked_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunks: int) -> torch.Tensor:
     """Mean next-token cross-entropy, equal to `next_token_loss(model(inputs), targets)`."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
     hidden, head = hidden_and_head(model)
     h = hidden(inputs)  # (B, T, C)
     flat_h = h.reshape(-1, h.size(-1))  # (B*T, C)
@@ -84,5 +93,7 @@ def chunked_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, 
 
 
 def _chunk_loss_sum(head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
     logits = head(h)  # (chunk, V)
     return F.cross_entropy(logits.float(), y, reduction="sum")

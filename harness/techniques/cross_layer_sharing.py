@@ -1,11 +1,15 @@
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
-from torch import nn
 
 from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from harness.analysis.shape import Shape
 
 
 class CrossLayerSharing(Technique):
@@ -29,13 +33,17 @@ class CrossLayerSharing(Technique):
 
     name: ClassVar[str] = "cross_layer_sharing"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = -1
 
     class Config(TechniqueConfig):
         share_every: int | None = Field(default=None, ge=2)
         """Consecutive layers that share one block (the last group may be shorter); null: all layers."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        every = self.config.share_every
+        shape.share_every = shape.cfg.n_layers if every is None else every
+        return None
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
 
@@ -53,6 +61,8 @@ class CrossLayerSharing(Technique):
 def share_children(block: nn.Module) -> nn.Module:
     """A new module of the block's class holding the same children and parameters (no copies), so a
     per-position rewrite (setattr on blocks[i]) does not reach the other positions."""
+    from torch import nn
+
     cls: Any = type(block)
     shell: nn.Module = cls.__new__(cls)
     nn.Module.__init__(shell)

@@ -1,15 +1,13 @@
 from __future__ import annotations
 
 import importlib
-from typing import ClassVar, Literal
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from harness.techniques import _util
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
 
-QUANTIZERS_CONFLICT = "two weight quantizers: the second would quantize already-quantized weights"
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class DynamicInt8(Technique):
@@ -25,10 +23,9 @@ class DynamicInt8(Technique):
 
     name: ClassVar[str] = "dynamic_int8"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 21
-    workloads: ClassVar[frozenset[str] | None] = frozenset({"infer"})
+    quantizes: ClassVar[bool] = True
+    needs_training: ClassVar[bool | None] = False
     conflicts: ClassVar[dict[str, str]] = {
-        "weight_only_quantization": QUANTIZERS_CONFLICT,
         "pure_bf16": "torch.ao's dynamic int8 Linear takes fp32 activations; pure_bf16 feeds it bfloat16",
     }
 
@@ -52,6 +49,7 @@ class DynamicInt8(Technique):
         return None
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        import torch
         from torch.ao import quantization as tq
 
         qconfig = (

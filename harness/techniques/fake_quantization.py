@@ -1,17 +1,16 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
-from torch.nn.utils import parametrize
 
 from harness.techniques import _util
 from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
 
-QUANTIZERS_CONFLICT = "two weight quantizers: the second would quantize already-quantized weights"
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class FakeQuantization(Technique):
@@ -29,10 +28,8 @@ class FakeQuantization(Technique):
 
     name: ClassVar[str] = "fake_quantization"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 20
+    quantizes: ClassVar[bool] = True
     conflicts: ClassVar[dict[str, str]] = {
-        "dynamic_int8": QUANTIZERS_CONFLICT,
-        "weight_only_quantization": QUANTIZERS_CONFLICT,
         "fp8_training": "fp8 casts of the fake-quantized weights: two weight quantizers on one matmul",
     }
 
@@ -47,6 +44,11 @@ class FakeQuantization(Technique):
     config: Config
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        import torch
+        from torch.nn.utils import parametrize
+
+        from harness.techniques._straight_through import StraightThrough, fake_quantize
+
         per_channel = self.config.granularity == "per_channel"
         for _, module in _util.target_linears(model, self.config.include_lm_head):
             weight = module.get_parameter("weight")
@@ -70,27 +72,6 @@ class FakeQuantization(Technique):
             "weight_storage_bytes": sum(_util.tensor_bytes(w) for w in weights),
             "packed_weight_bytes": math.ceil(numel * self.config.bits / 8) + 4 * scales,
         }
-
-
-class StraightThrough(nn.Module):
-    """Parametrization: forward sees fake_quantize(w); backward passes the gradient to w as is."""
-
-    def __init__(self, bits: int, per_channel: bool) -> None:
-        super().__init__()
-        self.bits, self.per_channel = bits, per_channel
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return w + (fake_quantize(w, self.bits, self.per_channel) - w).detach()
-
-
-def fake_quantize(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
-    """The seed's formula, computed in fp32 and returned in w's dtype; an all-zero row stays zero."""
-    qmax = 2 ** (bits - 1) - 1
-    x = w.detach().float()
-    amax = x.abs().amax(dim=1, keepdim=True) if per_channel else x.abs().amax()
-    s = amax / qmax
-    s = torch.where(s > 0, s, torch.ones_like(s))
-    return (torch.clamp(torch.round(x / s), -qmax, qmax) * s).to(w.dtype)
 
 
 def _distinct(w: torch.Tensor, per_channel: bool) -> int:

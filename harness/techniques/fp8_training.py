@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import importlib
-from typing import ClassVar, Literal
-
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
 
 FP8_CAPABILITY = (8, 9)  # Ada (L4, RTX 4090) and Hopper (H100/H200) have fp8 tensor cores
 
@@ -27,8 +29,7 @@ class Fp8Training(Technique):
 
     name: ClassVar[str] = "fp8_training"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 110
-    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+    needs_training: ClassVar[bool | None] = True
 
     class Config(TechniqueConfig):
         recipe: Literal["tensorwise", "rowwise"] = "tensorwise"
@@ -68,6 +69,8 @@ class Fp8Training(Technique):
     def _eligible(self, module: nn.Module, fqn: str) -> bool:
         # Plain nn.Linear only: quantized layers (bitsandbytes' Linear8bitLt, ...) subclass it but hold
         # packed integer weights. fp8 GEMMs need both dimensions divisible by 16.
+        from torch import nn
+
         if type(module) is not nn.Linear or module.in_features % 16 or module.out_features % 16:
             return False
         return self.config.include_lm_head or fqn.split(".")[-1] != "lm_head"

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.techniques.base import Context
 from harness.techniques.zero1 import (
@@ -14,9 +12,8 @@ from harness.techniques.zero1 import (
     require_process_group,
 )
 
-# torch.optim optimizers step DTensor shards as they step tensors; bitsandbytes/torchao kernels and
-# Adafactor's factored (row/column) statistics do not expect a parameter split along dim 0.
-DTENSOR_OPTIMIZERS = frozenset({"adamw", "sgd"})
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class FSDP2(DataParallel):
@@ -41,7 +38,7 @@ class FSDP2(DataParallel):
             "cross_layer_sharing": "a block shared by several layers cannot be one FSDP unit per layer",
         },
         "FSDP2 shards parameters as DTensors; this optimizer does not step DTensor shards",
-        DTENSOR_OPTIMIZERS,
+        lambda optimizer: optimizer.steps_dtensor_shards,
     )
 
     class Config(DataParallelConfig):

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
 from harness.techniques.base import Context, Environment, Phase, StepPlan, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
 
 
 class GradientAccumulation(Technique):
@@ -19,7 +22,7 @@ class GradientAccumulation(Technique):
 
     name: ClassVar[str] = "gradient_accumulation"
     phase: ClassVar[Phase] = Phase.STEP
-    workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "distill"})
+    needs_training: ClassVar[bool | None] = True
     exact: ClassVar[bool] = True
 
     class Config(TechniqueConfig):
@@ -27,6 +30,16 @@ class GradientAccumulation(Technique):
         """Micro-batches per step (k); the case's batch size must be divisible by it."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        k = self.config.micro_batches
+        if shape.batch % k:
+            return f"batch {shape.batch} is not divisible into {k} micro-batches"
+        if shape.frozen_base:
+            return "a frozen base with checkpointing or accumulation is not modelled"
+        shape.batch //= k  # activations of one micro-batch; every gradient already exists in the last one
+        shape.micro_batches = k
+        return None
 
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
         k = self.config.micro_batches

@@ -9,6 +9,8 @@ from harness.techniques.base import Context, Environment, Phase, Technique, Tech
 if TYPE_CHECKING:
     from torch import nn
 
+    from harness.analysis.shape import Shape
+
 
 class GroupedQueryAttention(Technique):
     """Grouped-query attention (Ainslie et al. 2023): query heads share key/value heads in groups;
@@ -26,7 +28,6 @@ class GroupedQueryAttention(Technique):
 
     name: ClassVar[str] = "grouped_query_attention"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 2  # after pruning (0, 1); before adapters (10+) and quantization (20+)
     conflicts: ClassVar[dict[str, str]] = {
         "structured_pruning": "structured_pruning removes query heads with their own K/V rows; "
         "under grouped K/V heads that would cut heads other queries still use",
@@ -37,6 +38,14 @@ class GroupedQueryAttention(Technique):
         """Key/value heads per layer after pooling (1: multi-query); must divide the model's K/V heads."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        kv = self.config.kv_heads
+        heads = getattr(shape.cfg, "n_kv_heads", None) or shape.cfg.n_heads
+        if heads % kv:
+            return f"kv_heads {kv} does not divide the model's {heads} K/V heads"
+        shape.kv_heads = kv
+        return None
 
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
         if ctx.model_family == "gpt2":  # known before the case runs: no process spent on it

@@ -7,6 +7,7 @@ from pydantic import Field
 from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
 
 if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
     from harness.models.kv_cache import CacheSpec
 
 
@@ -26,7 +27,6 @@ class KvCacheQuantization(Technique):
 
     name: ClassVar[str] = "kv_cache_quantization"
     phase: ClassVar[Phase] = Phase.STEP
-    order: ClassVar[int] = 30
     workloads: ClassVar[frozenset[str] | None] = frozenset({"generate"})
 
     class Config(TechniqueConfig):
@@ -36,6 +36,11 @@ class KvCacheQuantization(Technique):
         """Channels per scale; None: the head size (one scale per token per head). Must divide it."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.kv_bits = self.config.bits
+        shape.kv_group = self.config.group_size
+        return None
 
     def configure_cache(self, spec: CacheSpec, ctx: Context) -> CacheSpec:
         return spec.with_(bits=self.config.bits, group_size=self.config.group_size)

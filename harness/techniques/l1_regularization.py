@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import functools
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from harness.techniques import _util
 from harness.techniques.base import Context, LossFn, Phase, StepPlan, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class L1Regularization(Technique):
@@ -43,6 +45,8 @@ class L1Regularization(Technique):
         )
 
     def metrics(self, model: nn.Module) -> dict[str, float | int]:
+        import torch
+
         weights = [
             _util.attr_tensor(m, "weight")
             for _, m in _util.target_linears(model, self.config.include_lm_head)
@@ -58,6 +62,8 @@ class L1Regularization(Technique):
 
 def l1_norm(model: nn.Module, include_lm_head: bool) -> torch.Tensor:
     """Sum of |w| over the targeted Linear weights, differentiable, accumulated in fp32."""
+    import torch
+
     weights = [_util.attr_tensor(m, "weight") for _, m in _util.target_linears(model, include_lm_head)]
     return torch.stack([torch.linalg.vector_norm(w, 1, dtype=torch.float32) for w in weights]).sum()
 

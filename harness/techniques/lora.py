@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
-from torch import nn
 
-from harness.techniques._adapters import Extra, LoRALinear, freeze_base
+from harness.analysis.shape import linear_dims
+from harness.techniques._adapters import Extra, freeze_base
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from harness.analysis.shape import Shape
 
 Target = Literal[
     "q_proj", "k_proj", "v_proj", "out_proj", "o_proj", "fc1", "fc2", "gate_proj", "up_proj", "down_proj"
@@ -48,7 +53,7 @@ class LoRA(Technique):
 
     name: ClassVar[str] = "lora"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 10  # after pruning (0-9), before adapters (11, 12) and quantization (20-29)
+    freezes_base: ClassVar[bool] = True
     workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "infer"})
 
     class Config(TechniqueConfig):
@@ -68,6 +73,30 @@ class LoRA(Technique):
 
     config: Config
 
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        if reason := shape.freeze_base(list(self.config.also_train)):
+            return reason
+        if self.config.impl != "manual" or self.config.dropout > 0:
+            return "only the manual implementation without dropout is modelled"
+        c, r = shape.cfg, self.config.rank
+        # The built-in block's names for the roles (a transformers family is not modelled: freeze_base).
+        builtin = {"o_proj": "out_proj", "gate_proj": "fc1", "up_proj": "fc1", "down_proj": "fc2"}
+        targets = [builtin.get(t, t) for t in self.config.targets]
+        levels = {"q_proj": 0, "k_proj": 0, "v_proj": 0, "out_proj": 1, "fc1": 2, "fc2": 2}
+        shape.first_trainable = min([shape.first_trainable, *(levels[t] for t in targets)])
+        for name in targets:
+            d_in, d_out = linear_dims(c, name)
+            shape.adapter_shapes += [(r, d_in), (d_out, r)] * shape.unique_blocks
+        # Each adapted Linear's input is kept for A's gradient (q/k/v share one, ln1's output), and the
+        # (b, s, r) A output for B's gradient; fc2's input is the MLP activation, already kept.
+        n, ec = shape.tokens * c.d_model, shape.compute_bytes
+        inputs = {"ln1" if t in ("q_proj", "k_proj", "v_proj") else t for t in targets}
+        kept = {"ln1": n, "out_proj": n, "fc1": n, "fc2": 0}
+        if c.activation == "gelu":
+            kept["fc2"] = shape.tokens * c.d_ff  # GELU keeps its input; fc2 needs the output
+        shape.adapter_saved_bytes += ec * (sum(kept[i] for i in inputs) + len(targets) * shape.tokens * r)
+        return None
+
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
         if self.config.impl == "peft" and not env.has_module("peft"):
             return "lora impl 'peft' needs the peft package (pip install peft); impl 'manual' needs nothing"
@@ -82,6 +111,8 @@ class LoRA(Technique):
         return model
 
     def _inject_manual(self, model: nn.Module) -> None:
+        from harness.techniques._adapter_modules import LoRALinear
+
         c = self.config
         for name in target_names(model, c.targets):
             parent_name, _, attr = name.rpartition(".")
@@ -104,6 +135,7 @@ def target_names(model: nn.Module, targets: Sequence[str]) -> list[str]:
     module shared across layers (cross_layer_sharing) or across roles (GPT-2's c_attn) is listed at its
     first name, so it is adapted once. A model without decoder blocks (a factory module) is searched by
     attribute name over all its Linear layers."""
+    from torch import nn
 
     from harness.models.layout import layout_of
     from harness.models.source import UnsupportedModel

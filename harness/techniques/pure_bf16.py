@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from typing import ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.techniques.base import Context, Environment, Phase, Technique
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from harness.analysis.shape import Shape, StepFlops
 
 
 class PureBf16(Technique):
@@ -24,7 +26,6 @@ class PureBf16(Technique):
 
     name: ClassVar[str] = "pure_bf16"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 100
     conflicts: ClassVar[dict[str, str]] = {
         "autocast": "autocast mixes precision over fp32 weights; with pure bf16 there is nothing left to mix",
     }
@@ -34,5 +35,17 @@ class PureBf16(Technique):
             return f"this case's weights are already {ctx.dtype} (defaults.dtype): pure_bf16 changes nothing"
         return None
 
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        if shape.param_bytes != 4:
+            return "the case's weights are not fp32"
+        shape.param_bytes = shape.compute_bytes = 2
+        return None
+
+    def adjust_flops(self, flops: StepFlops, shape: Shape) -> str | None:
+        flops.compute_dtype = "bfloat16"  # every matmul runs on bf16 weights and activations
+        return None
+
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        import torch
+
         return model.to(torch.bfloat16)

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.models.source import ModelSource
 from harness.techniques.base import Context, Environment, Phase, Technique
+
+if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
 
 
 class SdpaAttention(Technique):
@@ -28,3 +31,7 @@ class SdpaAttention(Technique):
 
     def configure_model(self, cfg: ModelSource, ctx: Context) -> ModelSource:
         return cfg.replace(attention="sdpa")
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.cfg = shape.cfg.replace(attention="sdpa")
+        return None

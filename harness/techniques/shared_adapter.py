@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from torch import nn
-
+from harness.techniques._adapter_rules import bottleneck_saved_bytes, bottleneck_shapes
 from harness.techniques._adapters import (
-    Bottleneck,
     BottleneckConfig,
     add_after,
     d_model_of,
@@ -13,6 +11,11 @@ from harness.techniques._adapters import (
     freeze_base,
 )
 from harness.techniques.base import Context, Phase, Technique
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from harness.analysis.shape import Shape
 
 
 class SharedAdapter(Technique):
@@ -28,7 +31,7 @@ class SharedAdapter(Technique):
 
     name: ClassVar[str] = "shared_adapter"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 12  # after lora (10) and bottleneck_adapter (11): outermost on the MLP output
+    freezes_base: ClassVar[bool] = True
     workloads: ClassVar[frozenset[str] | None] = frozenset({"train", "infer"})
 
     class Config(BottleneckConfig):
@@ -36,7 +39,17 @@ class SharedAdapter(Technique):
 
     config: Config
 
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        if reason := shape.freeze_base(list(self.config.also_train)):
+            return reason
+        r = self.config.bottleneck
+        shape.adapter_shapes += bottleneck_shapes(shape.cfg.d_model, r)
+        shape.adapter_saved_bytes += bottleneck_saved_bytes(shape, r)
+        return None
+
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        from harness.techniques._adapter_modules import Bottleneck
+
         adapter = Bottleneck(d_model_of(model), self.config.bottleneck, first_weight(model))
         add_after(model, "mlp", lambda: adapter, self.name)
         freeze_base(model, self.config.also_train)

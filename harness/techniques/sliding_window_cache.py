@@ -7,6 +7,7 @@ from pydantic import Field
 from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
 
 if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
     from harness.models.kv_cache import CacheSpec
 
 
@@ -23,7 +24,6 @@ class SlidingWindowCache(Technique):
 
     name: ClassVar[str] = "sliding_window_cache"
     phase: ClassVar[Phase] = Phase.STEP
-    order: ClassVar[int] = 31
     workloads: ClassVar[frozenset[str] | None] = frozenset({"generate"})
 
     class Config(TechniqueConfig):
@@ -31,6 +31,10 @@ class SlidingWindowCache(Technique):
         """Tokens of keys/values kept per layer."""
 
     config: Config
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.kv_window = self.config.window
+        return None
 
     def configure_cache(self, spec: CacheSpec, ctx: Context) -> CacheSpec:
         return spec.with_(window=self.config.window)

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, ClassVar
 from harness.techniques.base import Context, Phase, Technique
 
 if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
     from harness.models.kv_cache import CacheSpec
 
 
@@ -22,9 +23,12 @@ class StaticCache(Technique):
 
     name: ClassVar[str] = "static_cache"
     phase: ClassVar[Phase] = Phase.STEP
-    order: ClassVar[int] = 32
     workloads: ClassVar[frozenset[str] | None] = frozenset({"generate"})
     exact: ClassVar[bool] = True
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.kv_static = True  # the same bytes once full, held from the prefill on
+        return None
 
     def configure_cache(self, spec: CacheSpec, ctx: Context) -> CacheSpec:
         return spec.with_(storage="static")

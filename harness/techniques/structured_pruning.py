@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
 from pydantic import Field
-from torch import nn
 
-from harness.models.transformer import CausalSelfAttention, FeedForward
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from harness.models.transformer import CausalSelfAttention, FeedForward
 
 
 class StructuredPruning(Technique):
@@ -31,7 +34,6 @@ class StructuredPruning(Technique):
 
     name: ClassVar[str] = "structured_pruning"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 0  # first rewrite: later ones (unstructured pruning, adapters) see the small model
 
     class Config(TechniqueConfig):
         heads_fraction: float = Field(default=0.25, ge=0.0, lt=1.0)
@@ -49,6 +51,10 @@ class StructuredPruning(Technique):
         return None
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        import torch
+
+        from harness.models.transformer import CausalSelfAttention, FeedForward
+
         with torch.no_grad():
             for module in list(model.modules()):
                 if isinstance(module, CausalSelfAttention):
@@ -62,6 +68,8 @@ class StructuredPruning(Technique):
         return model
 
     def metrics(self, model: nn.Module) -> dict[str, float | int]:
+        from harness.models.transformer import CausalSelfAttention, FeedForward
+
         heads = [m.n_heads for m in model.modules() if isinstance(m, CausalSelfAttention)]
         heads += [m.q_proj.out_features // m.head_dim for m in model.modules() if _is_llama_attention(m)]
         neurons = [m.fc1.out_features for m in model.modules() if isinstance(m, FeedForward)]
@@ -79,6 +87,8 @@ def removed_count(n: int, fraction: float) -> int:
 
 def head_scores(attn: CausalSelfAttention) -> torch.Tensor:
     """(nh,) L2 norm of each head's q/k/v rows and out_proj columns."""
+    import torch
+
     nh, hs = attn.n_heads, attn.head_dim
     sq = torch.zeros(nh, device=attn.q_proj.weight.device, dtype=torch.float32)
     for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
@@ -98,6 +108,8 @@ def neuron_scores(ffn: FeedForward) -> torch.Tensor:
 
 
 def prune_heads(attn: CausalSelfAttention, n_remove: int) -> None:
+    import torch
+
     if n_remove <= 0:
         return
     keep = _largest(head_scores(attn), attn.n_heads - n_remove)
@@ -124,11 +136,15 @@ def _is_llama_attention(module: nn.Module) -> bool:
 
 
 def _is_swiglu(module: nn.Module) -> bool:
+    from torch import nn
+
     return all(isinstance(getattr(module, a, None), nn.Linear) for a in ("gate_proj", "up_proj", "down_proj"))
 
 
 def prune_gqa_heads(attn: nn.Module, fraction: float) -> None:
     """Query heads removed group by group (K/V kept), or whole heads when every group has one."""
+    import torch
+
     hs, g = attn.head_dim, attn.num_key_value_groups
     n_kv = attn.k_proj.out_features // hs
     sq = attn.q_proj.weight.float().reshape(n_kv * g, hs, -1).pow(2).sum(dim=(1, 2))
@@ -170,6 +186,8 @@ def prune_swiglu(mlp: nn.Module, fraction: float) -> None:
 
 
 def _head_rows(heads: torch.Tensor, hs: int) -> torch.Tensor:
+    import torch
+
     return (heads[:, None] * hs + torch.arange(hs, device=heads.device)).flatten()
 
 
@@ -180,6 +198,8 @@ def _largest(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 def _keep_rows(linear: nn.Linear, rows: torch.Tensor) -> nn.Linear:
     """A new Linear with only the given output rows; the old weight is freed with the old module."""
+    from torch import nn
+
     w = linear.weight
     new = nn.Linear(
         linear.in_features, len(rows), bias=linear.bias is not None, device=w.device, dtype=w.dtype
@@ -193,6 +213,8 @@ def _keep_rows(linear: nn.Linear, rows: torch.Tensor) -> nn.Linear:
 
 def _keep_cols(linear: nn.Linear, cols: torch.Tensor) -> nn.Linear:
     """A new Linear with only the given input columns; the bias (per output) is unchanged."""
+    from torch import nn
+
     w = linear.weight
     new = nn.Linear(
         len(cols), linear.out_features, bias=linear.bias is not None, device=w.device, dtype=w.dtype

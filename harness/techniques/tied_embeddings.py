@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.models.source import ModelSource
 from harness.techniques.base import Context, Environment, Phase, Technique
+
+if TYPE_CHECKING:
+    from harness.analysis.shape import Shape
 
 
 class TiedEmbeddings(Technique):
@@ -25,3 +28,7 @@ class TiedEmbeddings(Technique):
 
     def configure_model(self, cfg: ModelSource, ctx: Context) -> ModelSource:
         return cfg.replace(tie_embeddings=True)
+
+    def adjust_prediction(self, shape: Shape) -> str | None:
+        shape.cfg = shape.cfg.replace(tie_embeddings=True)
+        return None

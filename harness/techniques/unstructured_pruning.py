@@ -1,50 +1,15 @@
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
-from torch.nn.utils import prune
 
 from harness.techniques import _util
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
 
-# Techniques that replace or rewrite the Linear weights this one leaves behind.
-QUANTIZERS = ("fake_quantization", "dynamic_int8", "weight_only_quantization")
-
-
-class SparseLinear(nn.Module):
-    """A Linear whose weight is kept in CSR form: values, column indices and row pointers.
-
-    The three arrays are plain buffers (not one sparse tensor) so that any byte count over
-    `model.buffers()` is exact. Inference only: see UnstructuredPruning.
-    """
-
-    def __init__(self, linear: nn.Linear, index_dtype: torch.dtype) -> None:
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        csr = linear.weight.detach().to_sparse_csr()
-        self.register_buffer("crow_indices", csr.crow_indices().to(index_dtype))
-        self.register_buffer("col_indices", csr.col_indices().to(index_dtype))
-        self.register_buffer("values", csr.values().clone())
-        self.bias = linear.bias
-
-    def weight_csr(self) -> torch.Tensor:
-        return torch.sparse_csr_tensor(
-            self.get_buffer("crow_indices"),
-            self.get_buffer("col_indices"),
-            self.get_buffer("values"),
-            size=(self.out_features, self.in_features),
-            check_invariants=False,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)  # (N, in)
-        y = (self.weight_csr() @ flat.T).T  # sparse (out, in) @ dense (in, N) -> (N, out)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class UnstructuredPruning(Technique):
@@ -64,7 +29,6 @@ class UnstructuredPruning(Technique):
 
     name: ClassVar[str] = "unstructured_pruning"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 1  # after structured pruning (order 0): it prunes what structure left
 
     class Config(TechniqueConfig):
         sparsity: float = Field(default=0.5, ge=0.0, lt=1.0)
@@ -83,7 +47,7 @@ class UnstructuredPruning(Technique):
     def conflicts_with(self, other: Technique) -> str | None:
         """Conflicts that depend on `storage`: quantizers replace the Linear layers (dropping masks or
         finding CSR buffers); CSR matmuls have no bf16 CPU kernel."""
-        if other.name in QUANTIZERS and self.config.storage != "dense":
+        if other.quantizes and self.config.storage != "dense":
             return (
                 f"storage: {self.config.storage} keeps the pruned weights outside a plain Linear weight; "
                 "a quantizer replaces the layer and would drop them: use storage: dense"
@@ -123,6 +87,8 @@ class UnstructuredPruning(Technique):
         return model
 
     def _prune_with_masks(self, targets: list[tuple[str, nn.Module]]) -> None:
+        from torch.nn.utils import prune
+
         amount = self.config.sparsity
         if self.config.scope == "global":
             params = [(m, "weight") for _, m in targets]
@@ -132,6 +98,11 @@ class UnstructuredPruning(Technique):
                 prune.l1_unstructured(module, "weight", amount=amount)
 
     def _to_sparse(self, model: nn.Module, targets: list[tuple[str, nn.Module]]) -> None:
+        import torch
+        from torch import nn
+
+        from harness.techniques._sparse_linear import SparseLinear
+
         index_dtype = getattr(torch, self.config.sparse_index_dtype)
         index_bytes = torch.empty((), dtype=index_dtype).element_size()
         for name, module in targets:
@@ -141,6 +112,8 @@ class UnstructuredPruning(Technique):
 
     def metrics(self, model: nn.Module) -> dict[str, float | int]:
         """Achieved sparsity, bytes the pruned weights hold in their storage, and the dense reference."""
+        from harness.techniques._sparse_linear import SparseLinear
+
         targets = _util.target_linears(model, self.config.include_lm_head)
         sparse = [(n, m) for n, m in model.named_modules() if isinstance(m, SparseLinear)]
         layers = targets + sparse
@@ -162,6 +135,8 @@ def zero_smallest(weights: list[torch.Tensor], amount: float) -> None:
     """Zero, in place, the round(amount * n) entries of smallest |w| over all `weights` together: the
     same count as torch's L1Unstructured. Ties at the threshold are broken by position, so the count is
     exact even in bf16, where many weights share a value."""
+    import torch
+
     with torch.no_grad():
         k = round(amount * sum(w.numel() for w in weights))
         if k == 0:
@@ -179,11 +154,17 @@ def zero_smallest(weights: list[torch.Tensor], amount: float) -> None:
 
 
 def _csr_bytes(weight: torch.Tensor, index_bytes: int) -> int:
+    import torch
+
     nnz = int(torch.count_nonzero(weight))
     return nnz * (int(weight.element_size()) + index_bytes) + (int(weight.shape[0]) + 1) * index_bytes
 
 
 def _zero_count(m: nn.Module) -> int:
+    import torch
+
+    from harness.techniques._sparse_linear import SparseLinear
+
     if isinstance(m, SparseLinear):
         return _util.weight_count(m) - int(torch.count_nonzero(m.get_buffer("values")))
     return int((_util.attr_tensor(m, "weight") == 0).sum())
@@ -192,6 +173,8 @@ def _zero_count(m: nn.Module) -> int:
 def _weight_storage(m: nn.Module) -> int:
     """Bytes held for one layer's weight: CSR arrays, or weight_orig + weight_mask + the computed
     weight under masks, or the dense weight."""
+    from harness.techniques._sparse_linear import SparseLinear
+
     if isinstance(m, SparseLinear):
         return sum(_util.tensor_bytes(m.get_buffer(b)) for b in ("crow_indices", "col_indices", "values"))
     held = [_util.attr_tensor(m, "weight")]

@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import model_validator
-from torch import nn
 
 from harness.techniques import _util
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
 
-QUANTIZERS_CONFLICT = "two weight quantizers: the second would quantize already-quantized weights"
+if TYPE_CHECKING:
+    from torch import nn
+
+
 INSTALL = {
     "bitsandbytes": "needs package bitsandbytes (pip install torch==<your torch> bitsandbytes==0.50.2)",
     "torchao": "needs package torchao (pip install torch==<your torch> torchao==0.18.0)",
@@ -37,9 +38,8 @@ class WeightOnlyQuantization(Technique):
 
     name: ClassVar[str] = "weight_only_quantization"
     phase: ClassVar[Phase] = Phase.STRUCTURE
-    order: ClassVar[int] = 22
+    quantizes: ClassVar[bool] = True
     conflicts: ClassVar[dict[str, str]] = {
-        "dynamic_int8": QUANTIZERS_CONFLICT,
         "fp8_training": "fp8_training swaps every nn.Linear; the quantized layers are nn.Linear subclasses",
     }
 
@@ -83,14 +83,17 @@ class WeightOnlyQuantization(Technique):
         return None
 
     def combination_reason(self, others: list[Technique], ctx: Context) -> str | None:
-        if ctx.workload in _INFERENCE or any(o.name in _ADAPTERS for o in others):
+        if ctx.workload in _INFERENCE or any(o.freezes_base for o in others):
             return None
+        adapters = sorted(n for n, cls in Technique.registry.items() if cls.freezes_base)
         return (
             f"in a {ctx.workload} workload it quantizes frozen weights only: combine it with an adapter "
-            f"({', '.join(sorted(_ADAPTERS))}) that freezes the base, as QLoRA does"
+            f"({', '.join(adapters)}) that freezes the base, as QLoRA does"
         )
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        from torch import nn
+
         targets = [
             (n, m)
             for n, m in _util.target_linears(model, self.config.include_lm_head)
@@ -131,13 +134,12 @@ class WeightOnlyQuantization(Technique):
 
 # Workloads without gradients: every targeted weight may be quantized.
 _INFERENCE = frozenset({"infer", "generate"})
-# Techniques that freeze the base weights, which is what makes training over quantized weights possible.
-_ADAPTERS = frozenset({"lora", "bottleneck_adapter", "shared_adapter"})
 
 
 def _bnb_linear(linear: nn.Linear, cfg: WeightOnlyQuantization.Config, device: str) -> nn.Module:
     """A bitsandbytes layer holding `linear`'s weight; bitsandbytes quantizes it on `.to(device)`."""
     import bitsandbytes as bnb
+    from torch import nn
 
     w, b = linear.weight.detach(), linear.bias
     new: nn.Module
@@ -190,6 +192,8 @@ def _torchao(
 
 
 def _in_features(m: nn.Module) -> int:
+    from torch import nn
+
     assert isinstance(m, nn.Linear)
     return int(m.in_features)
 
@@ -197,6 +201,8 @@ def _in_features(m: nn.Module) -> int:
 def _weight_bytes(m: nn.Module) -> int:
     """Quantized data plus scales: bitsandbytes keeps int8 data + SCB (per-row fp32 absmax), or packed
     4-bit data + a QuantState (absmax per block, code table, nested state when double-quantized)."""
+    import torch
+
     w = _util.attr_tensor(m, "weight")
     total = _util.tensor_bytes(w)
     # Linear8bitLt moves the per-row scales from weight.SCB to its MatmulLtState on the first forward.
@@ -212,6 +218,8 @@ def _weight_bytes(m: nn.Module) -> int:
 
 
 def _quant_state_bytes(state: Any) -> int:
+    import torch
+
     total = 0
     for value in (state.absmax, state.code, getattr(state, "offset", None)):
         if isinstance(value, torch.Tensor):

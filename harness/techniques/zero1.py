@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from harness.techniques._optimizer import OptimizerTechnique
 from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 
 OUTSIDE_FORWARD = (
     "its loss calls the model's parts outside forward(), past the hooks that synchronise or gather "
@@ -24,16 +27,21 @@ class DataParallelConfig(TechniqueConfig):
 
 
 class Conflicts(Mapping[str, str]):
-    """Fixed conflicts plus every optimizer technique not in `allowed_optimizers`, looked up in the
-    registry when asked (so a new optimizer technique is covered without editing this file)."""
+    """Fixed conflicts plus every optimizer technique whose traits `allows` refuses, looked up in the
+    registry when asked (so a new optimizer technique is covered by its traits, editing no other file)."""
 
-    def __init__(self, fixed: Mapping[str, str], optimizer_reason: str, allowed_optimizers: frozenset[str]):
-        self.fixed, self.optimizer_reason, self.allowed = dict(fixed), optimizer_reason, allowed_optimizers
+    def __init__(
+        self,
+        fixed: Mapping[str, str],
+        optimizer_reason: str,
+        allows: Callable[[type[OptimizerTechnique]], bool],
+    ):
+        self.fixed, self.optimizer_reason, self.allows = dict(fixed), optimizer_reason, allows
 
     def _all(self) -> dict[str, str]:
         out = dict(self.fixed)
         for name, cls in Technique.registry.items():
-            if issubclass(cls, OptimizerTechnique) and name not in self.allowed:
+            if issubclass(cls, OptimizerTechnique) and not self.allows(cls):
                 out[name] = self.optimizer_reason
         return out
 
@@ -55,7 +63,6 @@ class DataParallel(Technique):
     """
 
     phase: ClassVar[Phase] = Phase.WRAP
-    order: ClassVar[int] = 10  # after activation checkpointing (0): sharding wraps the checkpointed blocks
     # The rank runner slices the train workload's batches; other workloads have no data-parallel step.
     workloads: ClassVar[frozenset[str] | None] = frozenset({"train"})
     exact: ClassVar[bool] = True  # the same global batch and averaged gradients: the baseline's losses
@@ -66,6 +73,7 @@ class DataParallel(Technique):
         return self.config.ranks
 
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
+        import torch
         import torch.distributed as dist
 
         ranks = self.config.ranks
@@ -115,7 +123,7 @@ class Zero1(DataParallel):
             "chunked_cross_entropy": OUTSIDE_FORWARD,
         },
         "ZeRO-1 wraps AdamW itself: it shards that optimizer's state",
-        frozenset(),
+        lambda optimizer: False,
     )
 
     class Config(DataParallelConfig):
@@ -127,6 +135,8 @@ class Zero1(DataParallel):
     config: Config
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
+        import torch
+
         require_process_group(self.name)
         from torch.nn.parallel import DistributedDataParallel
 
@@ -134,6 +144,8 @@ class Zero1(DataParallel):
         return DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
 
     def build_optimizer(self, params: list[torch.nn.Parameter], ctx: Context) -> torch.optim.Optimizer:
+        import torch
+
         require_process_group(self.name)
         from torch.distributed.optim import ZeroRedundancyOptimizer
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
-from harness.models.build import build_module, with_weights
-from harness.models.source import ModelSource
 from harness.techniques.base import Context, Phase, Technique
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
     from harness.case import CaseSpec
+    from harness.models.source import ModelSource
 
 
 class WorkloadConfig(BaseModel):
@@ -55,6 +55,9 @@ class Session(ABC):
 
 class Workload(ABC):
     name: ClassVar[str]
+    # Whether its step computes gradients and updates parameters: techniques decide by this trait
+    # (Technique.needs_training), not by lists of workload kinds.
+    trains: ClassVar[bool] = True
     Config: ClassVar[type[WorkloadConfig]] = WorkloadConfig
     registry: ClassVar[dict[str, type[Workload]]] = {}
 
@@ -84,6 +87,10 @@ def build_model(
 ) -> nn.Module:
     """Config rewrites, build (and load `weights`), cast and move, then module rewrites and wrappers,
     in declared order: techniques that rewrite modules see the trained weights."""
+    import torch
+
+    from harness.models.build import build_module, with_weights
+
     for t in techniques:
         if t.phase == Phase.CONFIG:
             cfg = t.configure_model(cfg, ctx)
@@ -98,11 +105,13 @@ def build_model(
 
 def build_optimizer(model: nn.Module, techniques: list[Technique], ctx: Context) -> torch.optim.Optimizer:
     """The first technique that offers an optimizer wins (conflicts keep it unique); else AdamW."""
+    import torch
+
     params = [p for p in model.parameters() if p.requires_grad]
     for t in techniques:
         opt = t.build_optimizer(params, ctx)
         if opt is not None:
             return opt
-    # foreach=False: the multi-tensor path allocates temporaries of the whole state at once, which
-    # would make the optimizer step, not the technique, set the peak on small models.
-    return torch.optim.AdamW(params, lr=1e-3, foreach=False)
+    # torch's own foreach/fused default for the device, as users run it (for_loop on CPU, foreach on CUDA);
+    # the record states which (`optimizer_implementation`), and `adamw: {implementation: ...}` picks another.
+    return torch.optim.AdamW(params, lr=1e-3)

@@ -15,7 +15,7 @@ only the loss differs. The teacher is a named size (plus overrides), frozen, in 
 seed + 1 (random init) or from the cached reference weights trained on the corpus, and untouched by
 the case's techniques: it runs outside autocast, in its own `teacher_dtype`.
 
-Memory of a step (techniques.md): the student's training step + the teacher's weights + the teacher's
+Memory of a step (docs/techniques.md): the student's training step + the teacher's weights + the teacher's
 forward transients (nothing is saved for backward under no_grad) + the teacher's logits, b*s*V per
 micro-batch, held until the loss. The result reports the teacher's figures separately.
 """
@@ -23,11 +23,8 @@ micro-batch, held until the loss. The result reports the teacher's figures separ
 from __future__ import annotations
 
 import typing
-import weakref
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,17 +34,20 @@ from pydantic import (
     create_model,
     field_validator,
 )
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from harness.case import CaseSpec
 from harness.errors import allowed, closest
 from harness.models.config import CONFIG_FIELDS, SIZES, ModelConfig
 from harness.models.source import ModelSource, config_of
-from harness.models.transformer import Transformer
 from harness.techniques.base import Context, Technique
 from harness.workloads.base import Session, Workload, WorkloadConfig
 from harness.workloads.train import TrainSession, plain_loss
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.models.transformer import Transformer
+
 
 TeacherDtype = Literal["float32", "bfloat16"]
 TeacherWeights = Literal["random", "reference"]
@@ -123,6 +123,8 @@ class DistillConfig(WorkloadConfig):
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
     # The loss runs in fp32 at least (as next_token_loss does); float64 stays float64 for exact tests.
+    import torch
+
     return t if t.dtype == torch.float64 else t.float()
 
 
@@ -131,6 +133,8 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
     KL = sum_i t_i (log t_i - log s_i): the cross-entropy against the teacher minus its entropy.
     """
+    import torch.nn.functional as F
+
     log_s = F.log_softmax(_wide(student_logits) / temperature, dim=-1)
     log_t = F.log_softmax(_wide(teacher_logits) / temperature, dim=-1)
     # batchmean: the sum over the vocab, averaged over the N positions (the true KL per position).
@@ -149,6 +153,8 @@ def distill_loss(
     CE is computed exactly as `next_token_loss` does, so with alpha = 0 the loss (and its gradient) is
     bit-for-bit the train workload's.
     """
+    import torch.nn.functional as F
+
     v = student_logits.size(-1)
     z_s = _wide(student_logits).reshape(-1, v)  # (B*T, V)
     ce = F.cross_entropy(z_s, targets.reshape(-1))
@@ -183,6 +189,10 @@ def teacher_state(case: CaseSpec, config: DistillConfig) -> dict[str, torch.Tens
 
 def build_teacher(case: CaseSpec, config: DistillConfig, ctx: Context) -> Transformer:
     """The frozen teacher: no grad, eval mode, in `teacher_dtype`, seeded apart from the student."""
+    import torch
+
+    from harness.models.transformer import Transformer
+
     torch.manual_seed(ctx.seed + 1)  # not the student's init, even when the two configs are equal
     teacher = Transformer(config.teacher_config())
     weights = teacher_state(case, config)
@@ -193,39 +203,6 @@ def build_teacher(case: CaseSpec, config: DistillConfig, ctx: Context) -> Transf
     for p in teacher.parameters():
         p.requires_grad_(False)  # no gradient buffers, no optimizer state
     return teacher
-
-
-class _PeakTensorBytes(TorchDispatchMode):
-    """Tensor bytes created under the mode and still alive (`live`), and their high-water mark."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sizes: dict[int, int] = {}
-        self.live = 0
-        self.peak: int = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        # Views and in-place results share an input's storage: not a new allocation.
-        inputs = {
-            t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if torch.is_tensor(t)
-        }
-        for t in tree_flatten(out)[0]:
-            if torch.is_tensor(t) and t.untyped_storage().data_ptr() not in inputs:
-                self._track(t.untyped_storage())
-        return out
-
-    def _track(self, storage: torch.UntypedStorage) -> None:
-        key, size = storage.data_ptr(), storage.nbytes()
-        if size == 0 or key in self.sizes:
-            return
-        self.sizes[key] = size
-        self.live += size
-        self.peak = max(self.peak, self.live)
-        weakref.finalize(storage, self._free, key)
-
-    def _free(self, key: int) -> None:
-        self.live -= self.sizes.pop(key, 0)
 
 
 # ---- the session -----------------------------------------------------------------------------------
@@ -260,6 +237,8 @@ class DistillSession(TrainSession):
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
         # Outside the student's autocast (the teacher's precision is teacher_dtype) and without autograd:
         # no_grad, not inference_mode, because the KL saves the teacher's log-probabilities for backward.
+        import torch
+
         with torch.no_grad(), torch.autocast(device_type=self.device, enabled=False):
             logits: torch.Tensor = self.teacher(x)  # (B, T, V)
         return logits
@@ -289,14 +268,17 @@ class DistillSession(TrainSession):
     def teacher_forward_peak_bytes(self) -> int:
         """Tensor bytes alive at the peak of one teacher forward on one micro-batch (logits included):
         the transient distillation adds on top of the student's step. One untimed forward."""
+        from harness.workloads._peak_mode import PeakTensorBytes
+
         x = self.batches[0][0].chunk(self.plan.micro_batches)[0]
-        with _PeakTensorBytes() as mode:
+        with PeakTensorBytes() as mode:
             self.teacher_logits(x)
         return int(mode.peak)
 
     def extra_metrics(self) -> dict[str, Any]:
         params = list({id(p): p for p in self.teacher.parameters()}.values())  # tied tensors once
         return {
+            **super().extra_metrics(),
             "teacher_param_count": sum(p.numel() for p in params),
             "teacher_param_bytes": sum(p.numel() * p.element_size() for p in params),
             "teacher_logits_bytes": self.teacher_logits_bytes,

@@ -24,12 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from pydantic import Field, model_validator
 
 from harness.case import CaseSpec
 from harness.data import case_batches, reference_weights
-from harness.models.decoding import HFDecoder, decoder_for
 from harness.models.kv_cache import CacheSpec, analytic_bytes, bytes_per_element, storage_bytes
 from harness.models.source import config_of
 from harness.techniques.base import Context, StepPlan, Technique
@@ -37,7 +35,9 @@ from harness.workloads.base import Session, Workload, WorkloadConfig, build_mode
 from harness.workloads.train import plain_loss
 
 if TYPE_CHECKING:
-    from harness.models.decoding import BuiltinDecoder
+    import torch
+
+    from harness.models.decoding import BuiltinDecoder, HFDecoder
 
 MAX_TIMELINE_POINTS = 512
 
@@ -73,6 +73,10 @@ class GenerateConfig(WorkloadConfig):
 
 class GenerateSession(Session):
     def __init__(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> None:
+        import torch
+
+        from harness.models.decoding import decoder_for
+
         wl = GenerateConfig.model_validate(case.workload)
         self.case, self.warmup = case, case.warmup_steps
         self.new_tokens = wl.new_tokens
@@ -101,6 +105,8 @@ class GenerateSession(Session):
         return case_batches(self.case, n, self.decoder_vocab(), split, device)
 
     def decoder_vocab(self) -> int:
+        from harness.models.decoding import HFDecoder
+
         head = self.decoder.model.get_output_embeddings() if isinstance(self.decoder, HFDecoder) else None
         weight = head.weight if head is not None else self.model.lm_head.weight
         return int(weight.shape[0])
@@ -178,6 +184,8 @@ def generate(
 ) -> Generation:
     """Prefill then `new_tokens - 1` decode forwards, each feeding the last token. `forced` (B, N): feed
     these tokens instead of the argmax (teacher forcing). `keep_logits`: return every position's logits."""
+    import torch
+
     b = prompt.size(0)
     kv = decoder.new_cache(spec, b, prompt.size(1) + new_tokens - 1)
     timeline: dict[str, list[Any]] = {
@@ -213,6 +221,8 @@ def generate(
 
 
 def _sample(timeline: dict[str, list[Any]], context: int, kv: Any, t: float) -> None:
+    import torch
+
     timeline["tokens_count"].append(context)
     timeline["kv_cache_bytes"].append(storage_bytes(kv))
     timeline["host_rss_bytes"].append(_rss_bytes())
@@ -293,6 +303,7 @@ def generation_quality(s: GenerateSession) -> dict[str, Any]:
     same tokens, so position j of both sees the same context. Per generated position: KL(fp32 || case)
     of the next-token distribution, and whether the case's top-1 token is the fp32 run's token."""
     from harness.analysis.quality import kl_divergence, top1_agreement
+    from harness.models.decoding import decoder_for
 
     heldout = s._batches(max(1, s.case.heldout_batches), "heldout")
     ref = decoder_for(_fp32_reference(s.case))

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.case import CaseSpec
 from harness.data import case_batches, reference_weights
@@ -10,6 +8,9 @@ from harness.models.source import config_of
 from harness.techniques.base import Context, StepPlan, Technique
 from harness.workloads.base import Session, Workload, build_model
 from harness.workloads.train import plain_loss
+
+if TYPE_CHECKING:
+    pass
 
 
 class InferSession(Session):
@@ -31,6 +32,8 @@ class InferSession(Session):
 
     def step(self, i: int) -> float:
         """One forward (prefill) over the batch without autograd; returns the next-token loss."""
+        import torch
+
         inputs, targets = self.batches[i]
         with torch.inference_mode(), self.plan.context():
             return float(plain_loss(self.model, inputs, targets))
@@ -40,6 +43,7 @@ class Infer(Workload):
     """Forward / prefill of a batch without gradients (inference mode)."""
 
     name: ClassVar[str] = "infer"
+    trains: ClassVar[bool] = False
 
     def setup(self, case: CaseSpec, techniques: list[Technique], ctx: Context, n_steps: int) -> Session:
         return InferSession(case, techniques, ctx, n_steps)

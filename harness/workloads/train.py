@@ -1,18 +1,23 @@
 from __future__ import annotations
 
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.case import CaseSpec
 from harness.data import case_batches, reference_weights
 from harness.models.source import config_of
-from harness.models.transformer import next_token_loss
+from harness.techniques._optimizer import chosen_implementation
 from harness.techniques.base import Context, StepPlan, Technique
 from harness.workloads.base import Session, Workload, build_model, build_optimizer
 
+if TYPE_CHECKING:
+    import torch
+
 
 def plain_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    from harness.models.transformer import next_token_loss
+
     logits = model(inputs)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[:2] != inputs.shape:
         # A factory module breaking the contract gets the contract, not a shape error deep in the loss.
@@ -32,6 +37,7 @@ class TrainSession(Session):
         del weights
         self.model.train()
         self.optimizer = build_optimizer(self.model, techniques, ctx)
+        self.device = ctx.device
         self.plan = StepPlan(loss_fn=plain_loss)
         for t in techniques:
             t.plan_step(self.plan, ctx)
@@ -42,6 +48,11 @@ class TrainSession(Session):
         self.batches = case_batches(case, n_steps, cfg.vocab_size, "train", ctx.device)
         self.samples_per_step = case.batch_size
         self.tokens_per_step = case.batch_size * case.seq_len
+
+    def extra_metrics(self) -> dict[str, Any]:
+        if "foreach" not in self.optimizer.defaults:  # bitsandbytes, torchao, ZeRO: no such choice
+            return {}
+        return chosen_implementation(self.optimizer, self.device)
 
     def step(self, i: int) -> float:
         """Forward + backward over the micro-batches, one optimizer step; returns the batch's mean loss."""
