@@ -51,9 +51,17 @@ def technique_lines() -> list[str]:
     lines = []
     for name in techreg.names():
         cls: Any = techreg.get(name)
-        kinds = "/".join(sorted(cls.workloads)) if getattr(cls, "workloads", None) else "any"
+        kinds = _kinds(cls)
         lines.append(f"{name:<26} [{kinds}] {first_sentence(cls.__doc__)}")
     return lines
+
+
+def _kinds(cls: Any) -> str:
+    """The workloads a technique applies to: its own kind list, or what its `needs_training` trait says."""
+    if getattr(cls, "workloads", None):
+        return "/".join(sorted(cls.workloads))
+    needs = getattr(cls, "needs_training", None)
+    return "any" if needs is None else ("training workloads" if needs else "non-training workloads")
 
 
 def cmd_sizes(args: argparse.Namespace) -> int:

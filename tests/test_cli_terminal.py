@@ -35,7 +35,7 @@ def test_techniques_lists_every_technique_once_with_its_docstring(capsys):
     lines = capsys.readouterr().out.splitlines()[1:]
     assert [line.split()[0] for line in lines] == techreg.names()
     ckpt = next(line for line in lines if line.startswith("activation_checkpointing "))
-    assert "[distill/train]" in ckpt and "(Chen et al. 2016)." in ckpt  # "et al." does not end it
+    assert "[training workloads]" in ckpt and "(Chen et al. 2016)." in ckpt  # "et al." does not end it
 
 
 def test_first_sentence_unwraps_and_stops_at_the_full_stop():

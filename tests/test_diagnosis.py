@@ -80,6 +80,12 @@ def test_no_oom_kill_recorded_while_nothing_ran_out_of_memory():
 def test_the_memory_limit_counts_from_the_post_import_base():
     proc = subprocess.Popen(["sleep", "30"], start_new_session=True)  # its own group, as a case's is
     try:
+        # Until it has exec'd, the child is a fork of this (large) test process: its RSS is not sleep's.
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        for _ in range(500):
+            if cmdline.read_bytes().startswith(b"sleep"):
+                break
+            time.sleep(0.01)
         rss = procmem.rss_bytes(proc.pid)
         assert rss is not None
         sampler = Sampler(proc.pid, 1.0, 0.0, None, memory_limit_bytes=1024)
