@@ -425,3 +425,12 @@ def test_no_ratio_between_cases_that_differ_in_more_than_the_technique():
     assert unlike["peak_ratio"] is None and unlike["step_time_ratio"] is None
     assert unlike["baseline_note"] == "ranks: 2 vs baseline 1"
     assert like["peak_ratio"] == pytest.approx(330 / 400)
+
+
+def test_a_negligible_measurable_quality_change_stays_pale_on_the_pareto_scale():
+    records = smoke_records()
+    records[2].update(quality_delta_nats=0.0002, quality_change="higher")  # real, but negligible
+    frame = savings(tidy(pd.DataFrame([_flat(r) for r in records])))
+    _, cases = dict(pareto_figures(frame))["Pareto: ci / train"].data
+    assert cases.marker.cmax == pytest.approx(0.05) and cases.marker.cmin == pytest.approx(-0.05)
+    assert max(abs(c) for c in cases.marker.color) == pytest.approx(0.0002)  # 0.4 % of the half-scale

@@ -62,6 +62,9 @@ def quality_colour(delta: Any, noise: Any) -> float:
 
 
 # Green = lower loss (better), grey = no change beyond noise, red = higher loss.
+# The scale spans at least +-0.05 nats, so a real but negligible change (bf16's +2e-4) stays pale
+# instead of taking the full red of a scale stretched to the largest change on the chart.
+QUALITY_SPAN_MIN_NATS = 0.05
 QUALITY_SCALE = [[0.0, "#1a9850"], [0.45, "#d9efd9"], [0.5, "#d9d9d9"], [0.55, "#f7d4d0"], [1.0, "#d73027"]]
 
 
@@ -69,7 +72,7 @@ def _pareto(rows: pd.DataFrame) -> go.Figure:
     mem = [float(v) / MiB for v in rows["peak_bytes"]]
     tps = [float(v) for v in rows["tokens_per_s"]]
     colour = [quality_colour(d, n) for d, n in zip(rows["quality_delta"], rows["quality_noise"], strict=True)]
-    span = max((abs(c) for c in colour), default=0.0) or 1.0
+    span = max([QUALITY_SPAN_MIN_NATS, *(abs(c) for c in colour)])
     front = sorted((m, s) for m, s, keep in zip(mem, tps, pareto_mask(mem, tps), strict=True) if keep)
     fig = go.Figure()
     fig.add_trace(
