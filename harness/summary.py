@@ -103,13 +103,13 @@ def legend(frame: pd.DataFrame, gated: Collection[str], wide: bool) -> list[str]
     if wide:
         return [
             f"tensor peak = {tensor}{mark['tensor_peak_bytes']}; process peak = {process}"
-            f"{mark['process_peak_bytes']}; '=' = a quality change inside its gate's noise band"
+            f"{mark['process_peak_bytes']}; '=' = a quality change inside its interval or noise band"
         ]
     return [
         f"T   tensor peak, MiB: {tensor}{mark['tensor_peak_bytes']}",
         f"P   process peak, MiB: {process}{mark['process_peak_bytes']}",
         "ms  step time median, ms;  x  case / baseline (t x: step time)",
-        "dQ  quality change vs baseline, nats; '=' inside its gate's noise band",
+        "dQ  quality change vs baseline, nats; '=' inside its interval or noise band",
     ]
 
 

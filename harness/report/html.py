@@ -161,7 +161,8 @@ def _column_note(rows: pd.DataFrame, gated: Collection[str]) -> str:
         parts.append("<b>gated</b>: the figure the CI gate judges (results/baselines/policy.yaml)")
     parts.append(
         "ratios are case / baseline (the case with the same definition and no techniques); "
-        "a quality change inside its gate's noise band shows as <b>=</b>"
+        "a quality change inside its paired 95 % interval (or, without one, its gate's noise band) "
+        "shows as <b>=</b>"
     )
     return "<ul class='note'>" + "".join(f"<li>{p}</li>" for p in parts) + "</ul>"
 
