@@ -28,16 +28,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from harness.units import size_bytes
+
 if TYPE_CHECKING:
     from harness.case import CaseSpec
     from harness.suite.load import LoadedSuite
 
 OK, UNSUPPORTED = "ok", "unsupported"
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*$")
-
-
 # ---------------------------------------------------------------- the typed record a test reads
 
 
@@ -99,11 +96,10 @@ def parse_bytes(value: int | float | str) -> int:
         if value < 0:
             raise ValueError(f"a byte limit must be >= 0, got {value}")
         return int(value)
-    m = _SIZE.match(str(value))
-    unit = m.group(2).upper() if m else None
-    if m is None or unit not in _UNITS:
+    parsed = size_bytes(str(value))
+    if parsed is None:
         raise ValueError(f"cannot read {value!r} as bytes: write e.g. 2GiB, 512MiB, 1.5GB or a plain integer")
-    return int(float(m.group(1)) * _UNITS[unit])
+    return parsed
 
 
 # limit name -> (what it reads from the record, parses the limit)

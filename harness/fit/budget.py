@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from harness.errors import HarnessError
 from harness.fit.devices import DEVICES
+from harness.units import size_bytes
 
 AXES = ("batch_size", "seq_len")
-UNITS = {
-    "": 1,
-    "b": 1,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-}
-
 Kind = Literal["bytes", "host", "device"]
 
 
@@ -39,16 +26,14 @@ class Budget:
 
 
 def parse_bytes(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
-    unit = m.group(2).lower() if m else ""
-    if not m or unit not in UNITS:
+    value = size_bytes(text)
+    if value is None:
         raise HarnessError(
             f"--budget {text!r}: not a size; write bytes with a unit, e.g. 24GiB, 200MiB, 8e9, or `host`"
         )
-    value = float(m.group(1)) * UNITS[unit]
     if value < 1:
         raise HarnessError(f"--budget {text!r}: a budget must be at least 1 byte; e.g. 24GiB")
-    return int(value)
+    return value
 
 
 def host_available_bytes() -> int:
