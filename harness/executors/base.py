@@ -80,3 +80,10 @@ def write_files(run_dir: Path, files: dict[str, bytes]) -> None:
             raise ValueError(f"a node returned a file outside the run directory: {rel!r}")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+
+
+def error_result(case: CaseSpec, run_id: str, cause: str) -> CaseResult:
+    """A case whose worker, node or job died: an `error` record with the cause, never a hung driver."""
+    from harness.runner.case_runner import error_record
+
+    return CaseResult(case.case_id, error_record(case, run_id, cause))

@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.case import CaseSpec
 from harness.errors import HarnessError
-from harness.executors.base import CaseResult, ExecutorOptions, Group, OnStart, PassProgress
+from harness.executors.base import CaseResult, ExecutorOptions, Group, OnStart, PassProgress, error_result
 from harness.executors.node import run_group_remote
 
 RESOURCE = "harness_node"
@@ -39,15 +39,6 @@ def _task(case_jsons: list[str], run_id: str, profile: str | None) -> list[CaseR
     for result in results:
         result.record["node"]["ray_node_id"] = node
     return results
-
-
-def error_result(case: CaseSpec, run_id: str, cause: str) -> CaseResult:
-    """A case whose worker or node died: an `error` record with the cause, never a hung driver."""
-    from harness.runner.case_runner import labels, now_iso
-
-    t = now_iso()
-    record = {**labels(case, run_id), "status": "error", "error": cause, "started_at": t, "ended_at": t}
-    return CaseResult(case.case_id, record)
 
 
 class RayExecutor:

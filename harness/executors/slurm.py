@@ -18,9 +18,8 @@ from typing import Any
 
 from harness.case import CaseSpec
 from harness.errors import HarnessError
-from harness.executors.base import CaseResult, ExecutorOptions, Group, OnStart, PassProgress
+from harness.executors.base import CaseResult, ExecutorOptions, Group, OnStart, PassProgress, error_result
 from harness.executors.node import run_group_remote
-from harness.executors.ray_exec import error_result
 
 GENERIC = {"timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes", "tasks_per_node", "name"}
 POLL_S = 0.5
