@@ -52,7 +52,7 @@ def _print_error(e: HarnessError) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from harness.runner.suite_runner import detect_environment, unsupported_reason
+    from harness.runner.preflight import detect_environment, unsupported_reason
     from harness.suite.load import load_suite
 
     suite = load_suite(args.suite)

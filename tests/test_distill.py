@@ -330,7 +330,7 @@ def test_reference_teacher_loads_the_cached_corpus_trained_weights(
     case = cases["d/baseline"]
     # The parent prepares the teacher and the student's start weights (every workload fine-tunes the
     # trained reference): the case process then only loads them from the cache.
-    from harness.runner.suite_runner import prepare_reference
+    from harness.runner.preflight import prepare_reference
 
     prepare_reference(case)
     assert len(list((tmp_path / "cache" / "reference").iterdir())) == 2

@@ -11,8 +11,8 @@ import pytest
 
 from harness import techniques as techreg
 from harness.models.source import UnsupportedModel
+from harness.runner.preflight import detect_environment, unsupported_reason
 from harness.runner.session import context_for, open_session, techniques_for
-from harness.runner.suite_runner import detect_environment, unsupported_reason
 from harness.suite.load import load_suite
 
 pytest.importorskip("transformers")

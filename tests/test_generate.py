@@ -19,8 +19,8 @@ from harness.models.config import SIZES
 from harness.models.decoding import decoder_for
 from harness.models.kv_cache import CacheSpec, dequantize, quantize
 from harness.models.transformer import Transformer
+from harness.runner.preflight import detect_environment, unsupported_reason
 from harness.runner.session import open_session
-from harness.runner.suite_runner import detect_environment, unsupported_reason
 from harness.suite.load import load_suite
 from harness.techniques.base import Context, StepPlan
 from harness.techniques.grouped_query_attention import GroupedQueryAttention

@@ -10,8 +10,8 @@ import pytest
 
 from harness import techniques as techreg
 from harness import workloads as wlreg
+from harness.runner.preflight import detect_environment, unsupported_reason
 from harness.runner.session import context_for, open_session, techniques_for
-from harness.runner.suite_runner import detect_environment, unsupported_reason
 from harness.suite.load import load_suite
 
 NAMES = techreg.names()

@@ -82,8 +82,8 @@ def mappings(case: CaseSpec) -> list[str]:
 
 
 def _not_estimable(case: CaseSpec) -> str | None:
+    from harness.runner.preflight import unsupported_reason
     from harness.runner.ranks import ranks_needed
-    from harness.runner.suite_runner import unsupported_reason
     from harness.techniques.base import Environment
 
     # A CUDA case is judged against a GPU machine, not this one: the estimate exists for that machine.

@@ -43,7 +43,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from harness.fit.run import FIT_FILE, FitLog, FitOptions, Prober, fit_one
     from harness.fit.view import fit_markdown, fit_table
     from harness.results.store import RunStore
-    from harness.runner.suite_runner import detect_environment, unsupported_reason
+    from harness.runner.preflight import detect_environment, unsupported_reason
     from harness.suite.load import load_suite
 
     axis = check_axis(args.axis)

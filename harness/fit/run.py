@@ -155,7 +155,7 @@ class Prober:
 
     def real(self, case: CaseSpec, combo: str, axis: str, value: int, budget: Budget) -> dict[str, Any]:
         from harness.runner.case_runner import run_case
-        from harness.runner.suite_runner import prepare_reference
+        from harness.runner.preflight import prepare_reference
 
         limit = self._limit(case, combo, budget)
         probe = probe_case(case, axis, value, limit)

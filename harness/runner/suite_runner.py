@@ -19,21 +19,8 @@ from harness.results import provenance
 from harness.results.store import RunStore
 from harness.runner import exactness, hostload
 from harness.runner.case_runner import now_iso
-from harness.runner.preflight import detect_environment, prepare_reference, unsupported_reason
 from harness.runner.sampler import Nvml
 from harness.suite.load import LoadedSuite
-
-# Where the preflight checks lived before executors; `harness list` and the tests import them here.
-__all__ = [
-    "PassProgress",
-    "RunOutcome",
-    "detect_environment",
-    "groups_of",
-    "prepare_reference",
-    "run_suite",
-    "time_ratio_fields",
-    "unsupported_reason",
-]
 
 
 @dataclass
