@@ -6,14 +6,17 @@ Run for figures:  pytest tests/test_bench_overhead.py --benchmark-enable
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
+from harness.runner import forkserver
 from harness.runner.case_runner import run_case
 from harness.runner.parent import run_pass
 from harness.suite.load import load_suite
@@ -56,8 +59,20 @@ Transformer(SIZES["ci"].replace(n_layers=1, d_model=32, n_heads=2, d_ff=64))
 
 
 def _children_cpu_s() -> float:
+    """CPU time of every process this one started: those it has reaped, and the live fork servers with
+    the case processes they have reaped (not in RUSAGE_CHILDREN until a server itself is reaped)."""
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+    return r.ru_utime + r.ru_stime + sum(_proc_cpu_s(s.proc.pid) for s in forkserver._servers if s.alive())
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime + cutime + cstime of a live process, from /proc/<pid>/stat."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def test_bare_import_torch_and_model_build(benchmark):
@@ -86,6 +101,30 @@ def test_whole_case_fixed_cost(benchmark, tiny_case, tmp_path):
         cpu.append(_children_cpu_s() - c0)
 
     benchmark.pedantic(one, rounds=5, warmup_rounds=1)
+    benchmark.extra_info["cpu_s_median"] = sorted(cpu)[len(cpu) // 2]
+
+
+@pytest.mark.parametrize("start", ["fork_server", "spawn"])
+def test_whole_case_fork_server_vs_spawn(benchmark, tiny_case, tmp_path, monkeypatch, start):
+    """test_whole_case_fixed_cost with the case processes forked from the fork server or spawned fresh
+    (HARNESS_FORK_SERVER=0): compare the two parametrizations' medians. The fork server's own start (its
+    imports, once per runner) is paid by the first case only: extra_info.first_case_s shows it."""
+    if start == "spawn":
+        monkeypatch.setenv(forkserver.ENV_SWITCH, "0")
+    forkserver.stop_all()  # the first case below starts the server afresh
+    case = tiny_case.model_copy(update={"timing_pass": True})
+    cpu: list[float] = []
+
+    def one() -> float:
+        c0, t0 = _children_cpu_s(), time.monotonic()
+        record = run_case(case, tmp_path / "run", "bench", None)
+        assert record["status"] == "ok" and record["process_start"] == start
+        cpu.append(_children_cpu_s() - c0)
+        return time.monotonic() - t0
+
+    benchmark.extra_info["first_case_s"] = round(one(), 3)
+    cpu.clear()
+    benchmark.pedantic(one, rounds=5, warmup_rounds=0)
     benchmark.extra_info["cpu_s_median"] = sorted(cpu)[len(cpu) // 2]
 
 

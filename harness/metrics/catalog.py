@@ -838,6 +838,24 @@ SECTIONS: tuple[Section, ...] = (
                 measured="parent, `time.monotonic()`",
                 absent="absent for unsupported cases",
             ),
+            M(
+                "process_start",
+                "text",
+                (
+                    "how the memory pass's case process started: `fork_server` (forked from a server that "
+                    "imported torch once per runner, docs/process-start.md) or `spawn` (a fresh "
+                    "`python -m harness.runner.child`)"
+                ),
+                measured="parent, `runner/parent.py` `_start`",
+                absent="absent for unsupported cases",
+            ),
+            M(
+                "process_start_reason",
+                "text",
+                "why the case process was spawned rather than forked from the fork server",
+                measured="parent, `runner/forkserver.py`",
+                absent="`null` when `process_start` is `fork_server`; absent for unsupported cases",
+            ),
         ),
     ),
     Section(

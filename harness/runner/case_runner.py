@@ -95,6 +95,7 @@ def finish_case(
     record = {**labels(case, run_id), "started_at": cr.started}
     record.update(_status_fields(case, mem, timing))
     record.update(_memory_fields(mem, nvml))
+    record.update(process_start=mem.process_start, process_start_reason=mem.process_start_reason)
     record.update(_child_fields(_figures_source(mem, timing)))
     for key in ("memory_pass_warmup_step_count", "memory_pass_measured_step_count"):
         if key in mem.child:

@@ -16,10 +16,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from harness.case import CaseSpec
-from harness.runner import procmem
+from harness.runner import forkserver, procmem
 from harness.runner.sampler import Nvml, Sampler, Samples
 
 # The phase each mark starts (the process starts in `startup`). After `measured`, the child runs untimed
@@ -63,6 +63,8 @@ class PassResult:
     gpu_process_peak_bytes: int | None = None
     gpu_device_peak_bytes: int | None = None
     sample_interval_s: float = 0.0  # what the sampler was asked for (see sampler.achieved_interval)
+    process_start: str = "spawn"  # fork_server / spawn (runner/forkserver.py)
+    process_start_reason: str | None = None  # why spawn, where the fork server was not used
 
 
 def child_env(case: CaseSpec, memory_pass: bool) -> dict[str, str]:
@@ -101,26 +103,16 @@ def run_pass(
     from_child_r, from_child_w = os.pipe()
     oom_kills_before = procmem.oom_kill_count()
     t0 = time.monotonic()
+    env = child_env(case, memory_pass) | (extra_env or {})  # extra_env: a profile pass
     with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "harness.runner.child",
-                str(case_file),
-                str(out_file),
-                str(from_child_w),
-                str(to_child_r),
-            ],
-            pass_fds=(from_child_w, to_child_r),
-            stdin=subprocess.DEVNULL,
-            stdout=err,
-            stderr=err,
-            env=child_env(case, memory_pass) | (extra_env or {}),  # extra_env: a profile pass
-            start_new_session=True,  # its own process group: a timeout kills it and all it started
+        proc, start, start_reason = _start(
+            [str(case_file), str(out_file)], env, err, (from_child_w, to_child_r), deadline
         )
     os.close(from_child_w)
     os.close(to_child_r)
+    if memory_pass and case.timing_pass and start == "fork_server":
+        # The timing passes' server (glibc's default allocator) imports on another core meanwhile.
+        forkserver.prestart(child_env(case, False), os.getcwd())
     interval = case.sample_interval_ms / 1000 if memory_pass else 0.02
     sampler = Sampler(proc.pid, interval, t0, nvml, case.memory_limit_bytes)
     sampler.start()
@@ -138,7 +130,32 @@ def run_pass(
         proc.returncode, timed_out, killed, sampler, phases, out_file, stderr_path, time.monotonic() - t0, oom
     )
     result.sample_interval_s = interval
+    result.process_start, result.process_start_reason = start, start_reason
     return result
+
+
+def _start(
+    files: list[str], env: dict[str, str], err: IO[bytes], pipes: tuple[int, int], deadline: float
+) -> tuple[subprocess.Popen[bytes] | forkserver.CaseProcess, str, str | None]:
+    """The case process, forked from the fork server (torch imported once per runner) or, where that
+    cannot be used, spawned fresh; with which it was and why not the fork server."""
+    try:
+        ready_s = max(deadline - time.monotonic(), 1.0)
+        proc = forkserver.start_case_process(files, env, os.getcwd(), [err.fileno(), *pipes], ready_s)
+        return proc, "fork_server", None
+    except forkserver.Unavailable as e:
+        reason = str(e)
+    argv = [sys.executable, "-m", "harness.runner.child", *files, *(str(fd) for fd in pipes)]
+    popen = subprocess.Popen(
+        argv,
+        pass_fds=pipes,
+        stdin=subprocess.DEVNULL,
+        stdout=err,
+        stderr=err,
+        env=env,
+        start_new_session=True,  # its own process group: a timeout kills it and all it started
+    )
+    return popen, "spawn", reason
 
 
 def _oom_killed(before: int | None) -> bool | None:
@@ -147,7 +164,7 @@ def _oom_killed(before: int | None) -> bool | None:
     return None if before is None or after is None else after > before
 
 
-def _reap(proc: subprocess.Popen[bytes], grace_s: float) -> bool:
+def _reap(proc: subprocess.Popen[bytes] | forkserver.CaseProcess, grace_s: float) -> bool:
     """Wait for the case process to exit; past the grace period (or on timeout) kill its whole group.
     Returns True when we killed it, so that our SIGKILL is not mistaken for the kernel's OOM killer."""
     try:
