@@ -354,9 +354,8 @@ def serve(sock_fd: int, runner_pid: int) -> None:
 
     gc.collect()
     gc.freeze()  # what the imports made is shared with every child, not scanned again by the server
-    threads = len(os.listdir("/proc/self/task"))
-    if threads != 1:
-        why = f"the server has {threads} threads after its imports (fork needs 1)"
+    why = _unforkable()
+    if why:
         _send(sock, {"ready": False, "why": why})
         os._exit(3)
     wake_r, wake_w = os.pipe()
@@ -391,6 +390,17 @@ def serve(sock_fd: int, runner_pid: int) -> None:
                 os.close(fd)
             children.add(pid)
             _send(sock, {"id": req["id"], "started": pid})
+
+
+def _unforkable() -> str | None:
+    """Why this process must not be forked for a case: more than one thread (fork copies only the calling
+    one), or CUDA's driver loaded (a forked child could not initialise CUDA again)."""
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:
+        return f"the server has {threads} threads after its imports (fork needs 1)"
+    if "libcuda.so" in Path("/proc/self/maps").read_text():
+        return "CUDA's driver was loaded during the server's imports (a forked child could not use CUDA)"
+    return None
 
 
 def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
