@@ -184,3 +184,14 @@ def test_hf_sdpa_training_estimate_equals_the_real_step_without_a_causal_mask(wr
     real = breakdown_step(session, 1)
     assert estimated["estimated"]["tensor_peak_bytes"] == real["tensor_peak_bytes"]
     assert estimated["estimated"]["activations_bytes"] == real["activations_bytes"]
+
+
+def test_dynamic_int8_says_in_one_short_line_why_it_cannot_be_estimated(write_suite):
+    infer = _cases(write_suite)["sdpa_attention"]
+    case = infer.model_copy(
+        update={"techniques": [TechniqueSpec(name="dynamic_int8", config={})], "techniques_name": "dynamic_int8"}
+    )
+    record = estimate_case(case)
+    assert record["status"] == "unsupported"
+    assert "quantized tensors have no fake kernel" in record["error"] and "measure the case" in record["error"]
+    assert "\n" not in record["error"] and len(record["error"]) < 200  # not torch's custom-build essay
