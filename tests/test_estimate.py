@@ -188,10 +188,10 @@ def test_hf_sdpa_training_estimate_equals_the_real_step_without_a_causal_mask(wr
 
 def test_dynamic_int8_says_in_one_short_line_why_it_cannot_be_estimated(write_suite):
     infer = _cases(write_suite)["sdpa_attention"]
-    case = infer.model_copy(
-        update={"techniques": [TechniqueSpec(name="dynamic_int8", config={})], "techniques_name": "dynamic_int8"}
-    )
+    dyn = [TechniqueSpec(name="dynamic_int8", config={})]
+    case = infer.model_copy(update={"techniques": dyn, "techniques_name": "dynamic_int8"})
     record = estimate_case(case)
     assert record["status"] == "unsupported"
-    assert "quantized tensors have no fake kernel" in record["error"] and "measure the case" in record["error"]
+    assert "quantized tensors have no fake kernel" in record["error"]
+    assert "measure the case" in record["error"]
     assert "\n" not in record["error"] and len(record["error"]) < 200  # not torch's custom-build essay
