@@ -85,7 +85,7 @@ def _real_mask_decisions() -> Iterator[None]:
     module by then; for any other model this does nothing."""
     import sys
 
-    module = sys.modules.get("transformers.masking_utils")
+    module: Any = sys.modules.get("transformers.masking_utils")
     if module is None:
         yield
         return
