@@ -27,6 +27,7 @@ from harness import __version__
 from harness.catalog import add_commands as add_catalog_commands
 from harness.console import table_console
 from harness.errors import EXIT_FAILED, EXIT_OK, HarnessError
+from harness.logs import quiet_third_party_logs
 
 OK_STATUSES = ("ok", "unsupported")
 
@@ -321,6 +322,7 @@ def _join_signed_values(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_third_party_logs()
     args = build_parser().parse_args(_join_signed_values(sys.argv[1:] if argv is None else argv))
     try:
         if args.command in ("run", "list"):  # these import torch anyway; do it first, uninterrupted
