@@ -195,3 +195,12 @@ def test_dynamic_int8_says_in_one_short_line_why_it_cannot_be_estimated(write_su
     assert "quantized tensors have no fake kernel" in record["error"]
     assert "measure the case" in record["error"]
     assert "\n" not in record["error"] and len(record["error"]) < 200  # not torch's custom-build essay
+
+
+def test_a_cuda_zero1_case_is_judged_against_a_gpu_machine_not_this_one(write_suite):
+    """This CPU-only torch has no NCCL and no GPU; the estimate is for a GPU node that has both, so the
+    case's reason is the estimate's own limit (one process), not this machine's missing backend."""
+    zero1 = _cases(write_suite)["zero1"].model_copy(update={"batch_size": 4, "device": "cuda"})
+    record = estimate_case(zero1)
+    assert record["status"] == "unsupported"
+    assert "needs 2 ranks" in record["error"] and "nccl" not in record["error"]

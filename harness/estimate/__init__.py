@@ -88,7 +88,12 @@ def _not_estimable(case: CaseSpec) -> str | None:
 
     # A CUDA case is judged against a GPU machine, not this one: the estimate exists for that machine.
     on_cuda = case.device == "cuda"
-    env = Environment(cuda_available=on_cuda, cuda_capability=(9, 0) if on_cuda else None)
+    env = Environment(
+        cuda_available=on_cuda,
+        cuda_capability=(9, 0) if on_cuda else None,
+        cuda_device_count=8 if on_cuda else 0,  # a GPU node: its ranks are not what the estimate checks
+        nccl_available=on_cuda,
+    )
     reason = unsupported_reason(case, env)
     if reason:
         return reason
