@@ -13,7 +13,7 @@ import pytest
 from harness.cli import main
 from harness.fit.view import DOES_NOT_FIT
 from harness.report import build_report
-from tests.fixtures_fit import CELLS, FRONT, fit_lines, page_figures, write_fit_run
+from tests.fixtures_fit import CELLS, FRONT, MiB, fit_lines, page_figures, write_fit_run
 from tests.fixtures_results import smoke_records, write_run
 
 
@@ -34,7 +34,7 @@ def _traces(page: str) -> tuple[dict[str, Fig], dict[str, Fig], Fig, Fig]:
 def test_heat_map_and_pareto_chart_sit_side_by_side_in_one_row(page):
     heat, pareto, _, _ = _traces(page)
     assert [t["type"] for t in heat.values()] == ["heatmap"] * 3  # fits, does not fit at 1, no answer
-    assert {"Pareto front", "fits 200MiB", "fits host"} <= set(pareto)
+    assert {"Pareto front", "under 200MiB", "under host"} <= set(pareto)
     assert 'data-expected="2"' in page
     # both plot divs inside one grid row of two auto-filled columns (one column when narrow)
     row = page[page.index("display:grid") :]
@@ -51,7 +51,7 @@ def test_the_front_is_exactly_the_non_dominated_points(page):
     # every plotted point: the four 200MiB answers and baseline@host; dominated m/w/slow is off the front
     points = {
         (x, y)
-        for n in ("fits 200MiB", "fits host")
+        for n in ("under 200MiB", "under host")
         for x, y in zip(pareto[n]["x"], pareto[n]["y"], strict=True)
     }
     assert points == {(190.0, 400.0), (196.0, 405.0), (150.0, 300.0), (195.0, 200.0), (8000.0, 500.0)}
@@ -71,7 +71,7 @@ def test_does_not_fit_at_1_is_a_coloured_cell_and_not_a_point(page):
     # host (16.0 GiB) in its label; 2**z is the largest fit
     assert cols == ["200MiB", "host (16.0 GiB)", "1MiB"]
     assert 2 ** fits["z"][rows.index("m/w/ckpt")][0] == pytest.approx(36)
-    hovers = [h for n, t in pareto.items() if n.startswith("fits ") for h in t["hovertext"]]
+    hovers = [h for n, t in pareto.items() if n.startswith("under ") for h in t["hovertext"]]
     assert len(hovers) == 5 and not any("1MiB" in h or "script" in h for h in hovers)
 
 
@@ -88,7 +88,7 @@ def test_chart_names_the_peak_has_units_and_lists_what_it_leaves_out(page):
     assert pareto["budget host"]["x"][0] == pytest.approx(16 * 1024)
     # the estimate-only answer is listed, not plotted at 0
     assert "<b>no throughput: estimated only</b>: m/w/ckpt @ host: 700" in page
-    assert all(y > 0 for n, t in pareto.items() if n.startswith("fits ") for y in t["y"])
+    assert all(y > 0 for n, t in pareto.items() if n.startswith("under ") for y in t["y"])
     assert f"<b>{DOES_NOT_FIT} (nothing to plot)</b>" in page and "1MiB: every combination (5)" in page
 
 
@@ -107,7 +107,7 @@ def test_a_budget_nothing_fits_still_yields_a_page_and_exit_0(tmp_path, capsys):
     page = (tmp_path / "fit.html").read_text()
     heat, pareto, _, layout = _traces(page)
     assert "fits" in heat and all(v is None for row in heat["fits"]["z"] for v in row)
-    assert not [n for n in pareto if n.startswith("fits ")]  # no marker at all
+    assert not [n for n in pareto if n.startswith("under ")]  # no marker at all
     assert pareto["Pareto front"]["x"] == []
     assert layout["annotations"][0]["text"] == "no combination has a measured point to plot"
 
@@ -129,7 +129,7 @@ def test_estimated_peaks_are_marked_and_named(tmp_path):
     cells = {("m/w/a", "200MiB"): (5, 120.0, 300.0, "estimate"), ("m/w/b", "200MiB"): (3, 90.0, 100.0, "run")}
     run = write_fit_run(tmp_path / "fit-run", fit_lines(cells))
     _, pareto, _, layout = _traces(build_report([run], tmp_path / "f.html", "html").read_text())
-    marks = pareto["fits 200MiB"]
+    marks = pareto["under 200MiB"]
     assert marks["marker"]["symbol"] == ["diamond-open", "circle"]
     assert "(estimated: tensor peak)" in marks["hovertext"][0]
     assert "(measured: host RSS above the post-import base)" in marks["hovertext"][1]
@@ -139,3 +139,27 @@ def test_estimated_peaks_are_marked_and_named(tmp_path):
     )
     # 90 MiB points beside a 1 MiB budget line: a spread over 30x, so a log axis
     assert layout["xaxis"]["type"] == "log" and pareto["budget 1MiB"]["x"] == [1.0, 1.0]
+
+
+def test_an_estimate_the_real_probe_refuted_is_a_cross_off_the_front(tmp_path):
+    lines = fit_lines(
+        {("m/w/a", "200MiB"): (5, 120.0, None, "estimate"), ("m/w/b", "200MiB"): (3, 90.0, 100.0, "run")}
+    )
+    answer = next(x for x in lines if x["record_kind"] == "fit_answer" and x["combination"] == "m/w/a")
+    probe = next(x for x in lines if x["record_kind"] == "fit_probe" and x["combination"] == "m/w/a")
+    answer.update(verified_by_run=False, tokens_per_s=500.0)
+    real = {**probe, "method": "run", "status": "ok", "fits": False, "peak_bytes": 260 * MiB}
+    lines.append({**real, "peak_kind": "host_rss_peak_above_base_bytes", "tokens_per_s": 500.0})
+    run = write_fit_run(tmp_path / "fit-run", lines)
+    page = build_report([run], tmp_path / "f.html", "html").read_text()
+    _, pareto, _, layout = _traces(page)
+    marks = pareto["under 200MiB"]
+    # the real probe's measured peak, not the estimate's 120 MiB; faster than b, yet not on the front
+    assert list(zip(marks["x"], marks["y"], marks["marker"]["symbol"], strict=True)) == [
+        (260.0, 500.0, "x"),
+        (90.0, 100.0, "circle"),
+    ]
+    assert pareto["Pareto front"]["x"] == [90.0] and pareto["Pareto front"]["y"] == [100.0]
+    assert "(real probe: does not fit)" in marks["hovertext"][0]
+    assert "crosses: the real probe did not fit" in layout["xaxis"]["title"]["text"]
+    assert "<b>off the front (crosses): the real probe at the estimated answer did not fit</b>: m/w/a" in page

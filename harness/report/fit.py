@@ -139,7 +139,8 @@ def _left_out_html(groups: Sequence[tuple[str, Sequence[str]]]) -> str:
     if not groups:
         return ""
     items = "".join(f"<li><b>{esc(why)}</b>: {esc('; '.join(cells))}</li>" for why, cells in groups)
-    return f'<p class="note">Not on the chart:</p><ul class="note fit-left-out">{items}</ul>'
+    head = '<p class="note">Not on the chart, or not on its front:</p>'
+    return f'{head}<ul class="note fit-left-out">{items}</ul>'
 
 
 def _table_html(answers: list[dict[str, Any]], budgets: list[str]) -> str:

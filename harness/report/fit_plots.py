@@ -47,6 +47,7 @@ class FitPoint:
     peak_bytes: int | None
     peak_kind: str | None
     estimated: bool  # the peak is a fake-tensor estimate, not a measurement
+    over_budget: bool  # an estimated answer whose real probe did not fit: drawn, but off the front
     tokens_per_s: float | None
     cell: str
 
@@ -108,6 +109,7 @@ def fit_points(answers: Sequence[Mapping[str, Any]], probes: Sequence[Mapping[st
                 peak_bytes=int(probe["peak_bytes"]) if probe else None,
                 peak_kind=str(probe.get("peak_kind")) if probe else None,
                 estimated=bool(probe and probe.get("method") == "estimate"),
+                over_budget=a.get("verified_by_run") is False,
                 tokens_per_s=float(tps) if isinstance(tps, (int, float)) and tps > 0 else None,
                 cell=cell_text(dict(a)),
             )
@@ -133,8 +135,7 @@ def fit_heatmap(answers: Sequence[Mapping[str, Any]]) -> go.Figure:
     def layer(keep: Any, z_of: Any) -> tuple[list[list[Any]], list[list[str]]]:
         z = [[z_of(cells.get((r, b))) if keep(cells.get((r, b))) else None for b in budgets] for r in rows]
         text = [
-            [escape_plotly(cell_text(cells.get((r, b)))) if keep(cells.get((r, b))) else "" for b in budgets]
-            for r in rows
+            [_cell_lines(cells.get((r, b))) if keep(cells.get((r, b))) else "" for b in budgets] for r in rows
         ]
         return z, text
 
@@ -181,16 +182,24 @@ def fit_heatmap(answers: Sequence[Mapping[str, Any]]) -> go.Figure:
     return fig
 
 
+def _cell_lines(answer: Any) -> str:
+    """The cell text over lines (batch, tokens/s, the real probe's verdict), so plotly need not shrink
+    one long line to a size nobody can read."""
+    text = escape_plotly(cell_text(answer))
+    return text.replace(" · ", "<br>").replace(" (real probe", "<br>(real probe")
+
+
 def fit_pareto(points: Sequence[FitPoint], sizes: Mapping[str, int | None], axis: str) -> go.Figure:
     """x: the peak in MiB (its definition on the axis), y: tokens/s; one marker per combination x budget
-    (colour: the budget; open diamond: an estimated peak); the front of the non-dominated points; each
-    budget a vertical line of its colour."""
+    (colour: the budget; open diamond: an estimated peak; cross: the real probe at an estimated answer
+    did not fit); the front of the non-dominated points that fit; each budget a vertical line."""
     shown = [p for p in points if p.plotted]
     mem = [float(p.peak_bytes or 0) / MiB for p in shown]
     tps = [float(p.tokens_per_s or 0.0) for p in shown]
     colours = {b: PALETTE[i % len(PALETTE)] for i, b in enumerate(sizes)}
     fig = go.Figure()
-    front = sorted((m, s) for m, s, keep in zip(mem, tps, pareto_mask(mem, tps), strict=True) if keep)
+    fitting = [(m, s) for p, m, s in zip(shown, mem, tps, strict=True) if not p.over_budget]
+    front = sorted(pt for pt, keep in zip(fitting, pareto_mask(*_columns(fitting)), strict=True) if keep)
     fig.add_trace(
         go.Scatter(
             x=[m for m, _ in front], y=[s for _, s in front], mode="lines", name="Pareto front",
@@ -204,10 +213,10 @@ def fit_pareto(points: Sequence[FitPoint], sizes: Mapping[str, int | None], axis
         fig.add_trace(
             go.Scatter(
                 x=[m for _, m, _ in mine], y=[s for _, _, s in mine], mode="markers",
-                name=escape_plotly(f"fits {budget}"),
+                name=escape_plotly(f"under {budget}"),
                 hovertext=[_hover(p, m, axis) for p, m, _ in mine], hoverinfo="text",
                 marker={"size": 12, "color": colours[budget], "line": {"width": 1.5},
-                        "symbol": ["diamond-open" if p.estimated else "circle" for p, _, _ in mine]},
+                        "symbol": [_symbol(p) for p, _, _ in mine]},
             )
         )  # fmt: skip
     top = max(tps, default=0.0) * 1.12 or 1.0
@@ -225,7 +234,11 @@ def fit_pareto(points: Sequence[FitPoint], sizes: Mapping[str, int | None], axis
     xs = [*mem, *lines.values()]
     log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > LOG_X_SPREAD
     kinds = [p.peak_kind for p in shown] or [p.peak_kind for p in points]
-    how = " (open diamonds: estimated)" if any(p.estimated for p in shown) else ""
+    marks = [
+        *(["open diamonds: estimated"] if any(p.estimated for p in shown) else []),
+        *(["crosses: the real probe did not fit"] if any(p.over_budget for p in shown) else []),
+    ]
+    how = f" ({'; '.join(marks)})" if marks else ""
     fig.update_layout(
         height=460,
         margin={"t": 30, "b": 60, "l": 70, "r": 10},
@@ -243,6 +256,14 @@ def fit_pareto(points: Sequence[FitPoint], sizes: Mapping[str, int | None], axis
     return fig
 
 
+def _columns(points: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    return [m for m, _ in points], [s for _, s in points]
+
+
+def _symbol(p: FitPoint) -> str:
+    return "x" if p.over_budget else "diamond-open" if p.estimated else "circle"
+
+
 def _hover(p: FitPoint, mem_mib: float, axis: str) -> str:
     how = "estimated" if p.estimated else "measured"
     lines = [
@@ -257,7 +278,8 @@ def _hover(p: FitPoint, mem_mib: float, axis: str) -> str:
 def unplotted(
     points: Sequence[FitPoint], answers: Sequence[Mapping[str, Any]]
 ) -> list[tuple[str, list[str]]]:
-    """The cells the Pareto chart leaves out, grouped by why (shown under the chart, never as 0)."""
+    """The cells the Pareto chart leaves out (or off its front), grouped by why: shown under the chart,
+    never as 0."""
     groups: dict[str, list[str]] = {}
     for p in points:
         if p.tokens_per_s is None and p.peak_bytes is not None:
@@ -267,6 +289,10 @@ def unplotted(
         else:
             continue
         groups.setdefault(why, []).append(f"{p.combination} @ {p.budget}: {p.cell}")
+    for p in points:
+        if p.plotted and p.over_budget:
+            why = "off the front (crosses): the real probe at the estimated answer did not fit"
+            groups.setdefault(why, []).append(f"{p.combination} @ {p.budget}: {p.cell}")
     combos = len({a["combination"] for a in answers})
     nothing: dict[str, list[str]] = {}  # budget -> the combinations that do not fit at 1 under it
     for a in answers:
