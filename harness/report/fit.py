@@ -9,6 +9,7 @@ cell's largest fitting probe (peak memory vs tokens/s, budgets as lines); below,
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,7 @@ def fit_report(paths: Sequence[Path], out: Path, fmt: str) -> Path | None:
         raise HarnessError(f"a fit run reports as html or md, not {fmt}")
     if run.others:
         # Unchanged since the fit view came: the fit run wins; say so instead of dropping them silently.
-        names = " ".join(str(p) for p in run.others)
+        names = shlex.join(str(p) for p in run.others)  # quoted: the line is a command to paste
         print(f"note: the fits-on page shows only the fit run; {names} left out: `harness report {names}`")
     budgets = list(dict.fromkeys(str(a["budget"]) for a in run.answers))
     target = out / f"fit.{fmt}" if out.is_dir() else out
