@@ -49,6 +49,8 @@ def test_budgets_parse_units_host_and_devices():
     [
         (["--device", "h100"], "not in the device table"),
         (["--budget=-1GiB"], "cannot be negative"),
+        (["--budget", "-1GiB"], "cannot be negative"),  # as typed: not argparse's "expected one argument"
+        (["--budget", "1GiB", "--max", "-4"], "must be positive"),
         (["--budget", "lots"], "not a size"),
         (["--axis", "depth"], "not a fit axis"),
         ([], "give --budget"),

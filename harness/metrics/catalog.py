@@ -1145,7 +1145,10 @@ SECTIONS: tuple[Section, ...] = (
             M(
                 "kl_divergence_ci_low_nats",
                 "nats",
-                "lower end of the bootstrap interval over batches of `kl_divergence_nats`",
+                (
+                    "lower end of the bootstrap interval of `kl_divergence_nats` over held-out batches "
+                    "(generate: over generated sequences)"
+                ),
                 measured="case process",
                 absent="as `kl_divergence_nats`",
             ),
@@ -1159,7 +1162,10 @@ SECTIONS: tuple[Section, ...] = (
             M(
                 "top1_agreement_ci_low_fraction",
                 "fraction",
-                "lower end of the bootstrap interval over batches of `top1_agreement_fraction`",
+                (
+                    "lower end of the bootstrap interval of `top1_agreement_fraction` over held-out batches "
+                    "(generate: over generated sequences)"
+                ),
                 measured="case process",
                 absent="as `kl_divergence_nats`",
             ),

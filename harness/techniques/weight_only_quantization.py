@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import model_validator
@@ -67,7 +70,8 @@ class WeightOnlyQuantization(Technique):
 
     def preload(self) -> None:
         # bitsandbytes / torchao import hundreds of modules: not the model's memory.
-        importlib.import_module(self.config.backend)
+        with _quiet_import_warnings():
+            importlib.import_module(self.config.backend)
 
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
         if not env.has_module(self.config.backend):
@@ -177,10 +181,27 @@ def _bnb_linear(linear: nn.Linear, cfg: WeightOnlyQuantization.Config, device: s
     return new.to(device)
 
 
+@contextlib.contextmanager
+def _quiet_import_warnings() -> Iterator[None]:
+    """On a CPU-only torch, torchao's import logs a warning for each CUDA kernel library it cannot load
+    (mxfp8, cutlass) and torch's pytree one per enum torchao registers: lines about kernels this case
+    never calls, printed on every `harness estimate`. Raised to ERROR for the import only."""
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _torchao(
     model: nn.Module, targets: list[tuple[str, nn.Module]], cfg: WeightOnlyQuantization.Config
 ) -> None:
-    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+    with _quiet_import_warnings():  # the estimate (in-process) imports it here, not in preload()
+        from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
 
     chosen = {id(m) for _, m in targets}
     config: Any = (
