@@ -137,6 +137,27 @@ def test_estimated_fit_finds_a_boundary_and_checkpointing_fits_more(write_suite,
     assert (
         answers["tiny/train/activation_checkpointing"]["largest"] > answers["tiny/train/baseline"]["largest"]
     )
+    # the report of this run: the heat map of both answers beside the Pareto chart of their probes
+    from harness.report import build_report
+    from tests.fixtures_fit import page_figures
+
+    run = next(tmp_path.glob("*/fit.jsonl")).parent
+    page = build_report([run], tmp_path / "fit.html", "html").read_text()
+    (heat, _), (pareto, layout) = page_figures(page)
+    fits = heat[0]
+    assert fits["type"] == "heatmap" and fits["x"] == ["24MiB"]
+    assert {y: round(2 ** z[0]) for y, z in zip(fits["y"], fits["z"], strict=True)} == {
+        c: a["largest"] for c, a in answers.items()
+    }
+    traces = {t["name"]: t for t in pareto}
+    assert traces["budget 24MiB"]["x"] == [24.0, 24.0] and "Pareto front" in traces
+    # each answer is a marker at its real probe's measured peak, or named under the chart with why
+    plotted = " ".join(traces.get("under 24MiB", {}).get("hovertext", []))
+    for combo in answers:
+        assert combo in plotted or f"{combo} @ 24MiB" in page, combo
+    assert layout["xaxis"]["title"]["text"].startswith(
+        "peak memory, MiB: host RSS above the post-import base"
+    )
 
 
 def test_report_of_a_fit_run_is_the_fits_on_view(tmp_path: Path):
