@@ -688,11 +688,21 @@ SECTIONS: tuple[Section, ...] = (
                 "bool",
                 (
                     "`true` when `step_wall_over_cpu_ratio` exceeds 1.15 "
-                    "(`hostload.DISTURBED_WALL_OVER_CPU`): the steps waited for a core, so their wall "
-                    "times measure the machine's load as much as the technique"
+                    "(`hostload.DISTURBED_WALL_OVER_CPU`: the steps waited for a core) or the machine's "
+                    "CPU pressure during the timing pass exceeded 10 % "
+                    "(`hostload.BUSY_CPU_PRESSURE_FRACTION`: other work beside it shares cores, caches "
+                    "and memory bandwidth); either way the times "
+                    "measure the machine's load as much as the technique"
                 ),
                 measured="parent",
                 absent="`null` without step CPU times",
+            ),
+            M(
+                "step_time_disturbed_reason",
+                "text",
+                "which bound `step_time_disturbed` crossed, with the figure",
+                measured="parent",
+                absent="`null` when the times were not disturbed",
             ),
             M(
                 "step_time_vs_baseline_ratio",
