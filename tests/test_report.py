@@ -434,3 +434,16 @@ def test_a_negligible_measurable_quality_change_stays_pale_on_the_pareto_scale()
     _, cases = dict(pareto_figures(frame))["Pareto: ci / train"].data
     assert cases.marker.cmax == pytest.approx(0.05) and cases.marker.cmin == pytest.approx(-0.05)
     assert max(abs(c) for c in cases.marker.color) == pytest.approx(0.0002)  # 0.4 % of the half-scale
+
+
+def test_groups_name_their_node_when_cases_ran_on_several_machines(tmp_path):
+    """A cluster run: step times of different machines are not comparable, so each group says where it
+    ran; a single-machine run keeps its plain headings."""
+    recs = smoke_records()
+    single = build_report([write_run(tmp_path / "one", recs)], tmp_path / "one.md", "md").read_text()
+    assert "node" not in "".join(line for line in single.splitlines() if line.startswith("### "))
+    for r in recs:
+        r["node"] = {"host": "gpu-a" if r["workload_name"] == "train" else "gpu-b"}
+    out = build_report([write_run(tmp_path / "two", recs)], tmp_path / "two.md", "md").read_text()
+    headings = [line for line in out.splitlines() if line.startswith("### ")]
+    assert headings == ["### ci / infer · node gpu-b", "### ci / train · node gpu-a"], headings

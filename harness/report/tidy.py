@@ -118,6 +118,7 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
         "baseline_ratio_null_reason",
     ):
         out[name] = row.get(name)
+    out["node_host"] = row.get("node.host")  # which machine ran it (an executor's node)
     # In a frame of several runs every row has every run's artefact columns; the missing ones are NaN.
     out["artifacts"] = {
         k.removeprefix("artifacts."): v
@@ -280,9 +281,20 @@ def pareto_mask(memory: Sequence[float], speed: Sequence[float]) -> list[bool]:
 
 
 def groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(label 'model / workload', rows) per model x workload, in first-seen order."""
+    """(label 'model / workload', rows) per model x workload, in first-seen order. When the cases ran on
+    more than one machine (a cluster executor) the label names the group's node(s): times of different
+    machines are not comparable, and a reader must see which is which."""
     labels = frame["model_name"].astype(str) + " / " + frame["workload_name"].astype(str)
-    return [(str(label), frame[labels == label]) for label in dict.fromkeys(labels)]
+    hosts = frame["node_host"] if "node_host" in frame else pd.Series([None] * len(frame), index=frame.index)
+    several = hosts.dropna().nunique() > 1
+    out = []
+    for label in dict.fromkeys(labels):
+        rows = frame[labels == label]
+        if several:
+            names = sorted({str(h) for h in hosts[labels == label].dropna()})
+            label = f"{label} · node {', '.join(names)}" if names else label
+        out.append((str(label), rows))
+    return out
 
 
 def has_breakdown(frame: pd.DataFrame) -> bool:
