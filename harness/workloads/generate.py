@@ -304,8 +304,7 @@ def generation_quality(s: GenerateSession) -> dict[str, Any]:
     of the next-token distribution, and whether the case's top-1 token is the fp32 run's token. Each
     generated sequence is one sample (its positions share a context, so they are not independent): the
     means come with a bootstrap interval over sequences."""
-    from harness.analysis.pairing import bootstrap_mean_interval
-    from harness.analysis.quality import kl_divergence, top1_agreement
+    from harness.analysis.quality import agreement_with_intervals, kl_divergence, top1_agreement
     from harness.models.decoding import decoder_for
 
     heldout = s._batches(max(1, s.case.heldout_batches), "heldout")
@@ -324,16 +323,7 @@ def generation_quality(s: GenerateSession) -> dict[str, Any]:
             kl.append(kl_divergence(case_row, ref_row)["kl_divergence_nats"])
             agree.append(top1_agreement(case_row, ref_row)["top1_agreement_fraction"])
     # Every sequence has new_tokens positions, so the mean over sequences is the token-weighted mean.
-    kl_mean, kl_low, kl_high = bootstrap_mean_interval(kl)
-    top1_mean, top1_low, top1_high = bootstrap_mean_interval(agree)
-    return {
-        "kl_divergence_nats": kl_mean,
-        "kl_divergence_ci_low_nats": kl_low,
-        "kl_divergence_ci_high_nats": kl_high,
-        "top1_agreement_fraction": top1_mean,
-        "top1_agreement_ci_low_fraction": top1_low,
-        "top1_agreement_ci_high_fraction": top1_high,
-    }
+    return agreement_with_intervals(kl, agree)
 
 
 def _fp32_reference(case: CaseSpec) -> torch.nn.Module:
