@@ -10,7 +10,7 @@ only taken between rows that measured the same figure, against the case's baseli
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -119,6 +119,14 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
     ):
         out[name] = row.get(name)
     out["node_host"] = row.get("node.host")  # which machine ran it (an executor's node)
+    for name in (  # what the step-time ratio cell says beside its value
+        "step_time_vs_baseline_disturbed",
+        "step_time_vs_baseline_ci95_low_ratio",
+        "step_time_vs_baseline_ci95_high_ratio",
+        "step_cpu_time_vs_baseline_ratio",
+        "step_time_disturbed_reason",
+    ):
+        out[name] = row.get(name)
     # In a frame of several runs every row has every run's artefact columns; the missing ones are NaN.
     out["artifacts"] = {
         k.removeprefix("artifacts."): v
@@ -221,6 +229,30 @@ def _saving_row(case: dict[str, Any], base: dict[str, Any] | None) -> dict[str, 
             row[name] = None
         row["baseline_note"] = str(case.get("baseline_ratio_null_reason") or "differs from its baseline")
     return row
+
+
+# "about this": the ratio follows the machine's load as much as the technique (not "*": that marks gated).
+DISTURBED_MARK = "~"
+
+
+def time_ratio_detail(row: Mapping[str, Any]) -> tuple[str, str]:
+    """(mark, explanation) for a step-time ratio cell: `~` when the case's or its baseline's times were
+    disturbed by other work on the machine, and the ratio's 95 % interval and CPU-time ratio to read."""
+    parts = []
+    low: Any = row.get("step_time_vs_baseline_ci95_low_ratio")
+    high: Any = row.get("step_time_vs_baseline_ci95_high_ratio")
+    if not is_missing(low) and not is_missing(high):
+        parts.append(f"95 % interval {float(low):.2f}-{float(high):.2f}")
+    cpu: Any = row.get("step_cpu_time_vs_baseline_ratio")
+    if not is_missing(cpu):
+        parts.append(f"CPU-time ratio {float(cpu):.2f}")
+    disturbed = row.get("step_time_vs_baseline_disturbed") is True
+    if disturbed:
+        why = row.get("step_time_disturbed_reason")
+        parts.insert(
+            0, "disturbed" + (f" ({why})" if not is_missing(why) and why else " (this case or its baseline)")
+        )
+    return (DISTURBED_MARK if disturbed else ""), "; ".join(parts)
 
 
 def _paired_quality(case: dict[str, Any]) -> dict[str, Any]:
