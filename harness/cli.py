@@ -27,6 +27,7 @@ from harness import __version__
 from harness.catalog import add_commands as add_catalog_commands
 from harness.console import table_console
 from harness.errors import EXIT_FAILED, EXIT_OK, HarnessError
+from harness.logs import quiet_third_party_logs
 
 OK_STATUSES = ("ok", "unsupported")
 
@@ -305,8 +306,24 @@ def _import_uninterrupted(module: str) -> None:
         raise KeyboardInterrupt
 
 
+# Options whose value may start with "-" (a negative size or count): argparse would read `--budget -5GiB`
+# as two options and answer "expected one argument"; joined, the value reaches the command's own check.
+_SIGNED_VALUE_OPTIONS = ("--budget", "--max")
+
+
+def _join_signed_values(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in _SIGNED_VALUE_OPTIONS and arg[:1] == "-" and arg[1:2].isdigit():
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    quiet_third_party_logs()
+    args = build_parser().parse_args(_join_signed_values(sys.argv[1:] if argv is None else argv))
     try:
         if args.command in ("run", "list"):  # these import torch anyway; do it first, uninterrupted
             _import_uninterrupted("torch")

@@ -84,3 +84,43 @@ def test_screenshot_of_the_report(report, tmp_path):
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a drawn page, not a blank one
     print(f"screenshot: {shot}")
+
+
+@pytest.fixture(scope="module")
+def fit_page(tmp_path_factory) -> Path:
+    """A hand-made fit run (tests/fixtures_fit.py): budgets that fit, one that nothing fits, an
+    estimate-only cell, a combination named like a script."""
+    from tests.fixtures_fit import CELLS, fit_lines, write_fit_run
+
+    root = tmp_path_factory.mktemp("browser-fit")
+    run = write_fit_run(root / "fit-run", fit_lines(CELLS))
+    return build_report([run], root / "fit.html", "html")
+
+
+@pytest.mark.parametrize("width", [1400, 700])
+def test_fit_page_draws_heat_map_and_pareto_side_by_side_or_stacked(fit_page, tmp_path, width):
+    """Both plots draw without console errors; side by side on a wide window, stacked on a narrow one.
+    The screenshot stays in pytest's temp dir (printed, to look at)."""
+    done = chromium(tmp_path / "profile", "--dump-dom", f"--window-size={width},1400", fit_page.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    status = re.search(r'id="harness-render-status"[^>]*>', done.stdout)
+    assert status is not None, done.stdout[-2000:]
+    assert 'data-rendered="2"' in status.group(0) and 'data-ok="true"' in status.group(0), status.group(0)
+    assert [line for line in done.stderr.splitlines() if ":CONSOLE" in line] == []
+    # each plot's drawn width: about half the window side by side, about all of it stacked
+    # (plotly's first svg of each plot is the one with the background)
+    widths = [
+        int(w) for w in re.findall(r'<svg class="main-svg"[^>]*width="(\d+)"[^>]*background', done.stdout)
+    ]
+    assert len(widths) == 2, widths
+    if width == 1400:
+        assert all(500 < w < 700 for w in widths), widths
+    else:
+        assert all(w > 600 for w in widths), widths
+    shot = tmp_path / "fit.png"
+    done = chromium(
+        tmp_path / "profile2", f"--screenshot={shot}", f"--window-size={width},1400", fit_page.as_uri()
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    print(f"screenshot: {shot}")

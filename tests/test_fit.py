@@ -13,6 +13,7 @@ from harness.fit.budget import parse_budgets
 from harness.fit.devices import DEVICES
 from harness.fit.search import largest_fitting
 from harness.fit.view import DOES_NOT_FIT, cell_text, fit_markdown
+from harness.suite.load import load_suite
 from tests.conftest import run_cli
 
 
@@ -48,6 +49,8 @@ def test_budgets_parse_units_host_and_devices():
     [
         (["--device", "h100"], "not in the device table"),
         (["--budget=-1GiB"], "cannot be negative"),
+        (["--budget", "-1GiB"], "cannot be negative"),  # as typed: not argparse's "expected one argument"
+        (["--budget", "1GiB", "--max", "-4"], "must be positive"),
         (["--budget", "lots"], "not a size"),
         (["--axis", "depth"], "not a fit axis"),
         ([], "give --budget"),
@@ -134,6 +137,27 @@ def test_estimated_fit_finds_a_boundary_and_checkpointing_fits_more(write_suite,
     assert (
         answers["tiny/train/activation_checkpointing"]["largest"] > answers["tiny/train/baseline"]["largest"]
     )
+    # the report of this run: the heat map of both answers beside the Pareto chart of their probes
+    from harness.report import build_report
+    from tests.fixtures_fit import page_figures
+
+    run = next(tmp_path.glob("*/fit.jsonl")).parent
+    page = build_report([run], tmp_path / "fit.html", "html").read_text()
+    (heat, _), (pareto, layout) = page_figures(page)
+    fits = heat[0]
+    assert fits["type"] == "heatmap" and fits["x"] == ["24MiB"]
+    assert {y: round(2 ** z[0]) for y, z in zip(fits["y"], fits["z"], strict=True)} == {
+        c: a["largest"] for c, a in answers.items()
+    }
+    traces = {t["name"]: t for t in pareto}
+    assert traces["budget 24MiB"]["x"] == [24.0, 24.0] and "Pareto front" in traces
+    # each answer is a marker at its real probe's measured peak, or named under the chart with why
+    plotted = " ".join(traces.get("under 24MiB", {}).get("hovertext", []))
+    for combo in answers:
+        assert combo in plotted or f"{combo} @ 24MiB" in page, combo
+    assert layout["xaxis"]["title"]["text"].startswith(
+        "peak memory, MiB: host RSS above the post-import base"
+    )
 
 
 def test_report_of_a_fit_run_is_the_fits_on_view(tmp_path: Path):
@@ -172,6 +196,7 @@ def test_no_answer_at_1_is_not_does_not_fit(tmp_path: Path):
     class _Case:
         model_name, workload_name, techniques_name, device = "m", "w", "t", "cpu"
         model: ClassVar[dict[str, Any]] = {}
+        techniques: ClassVar[list[Any]] = []
 
     prober = Prober(tmp_path, "r", FitLog(tmp_path / "fit.jsonl"))
     prober.real = lambda *a: {"fits": None, "status": "error", "error": "boom"}  # type: ignore[method-assign]
@@ -179,3 +204,92 @@ def test_no_answer_at_1_is_not_does_not_fit(tmp_path: Path):
     answer = fit_one(case, Budget("1GiB", 2**30, "bytes"), FitOptions("batch_size", 8, False), prober, None)
     assert answer["largest"] is None and "boom" in answer["reason"]
     assert cell_text(answer).startswith("n/a (error: boom")
+
+
+def _cgroup(tmp_path: Path, version: int, limit: str, usage: int, inactive: int) -> Path:
+    d = tmp_path / f"cg{version}"
+    d.mkdir()
+    files = (
+        ("memory.max", "memory.current")
+        if version == 2
+        else ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    )
+    (d / files[0]).write_text(limit + "\n")
+    (d / files[1]).write_text(f"{usage}\n")
+    key = "inactive_file" if version == 2 else "total_inactive_file"
+    (d / "memory.stat").write_text(f"cache 1\n{key} {inactive}\nactive_file 5\n")
+    return d
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_host_budget_is_the_memory_cgroup_headroom_when_it_has_a_limit(tmp_path, monkeypatch, version):
+    """In a container or a Slurm job the cgroup's limit, not the machine's MemAvailable, is what a probe
+    can take: limit - usage, with reclaimable page cache counted as free."""
+    from harness.runner import procmem
+
+    gib = 2**30
+    d = _cgroup(tmp_path, version, str(3 * gib), usage=gib, inactive=gib // 2)
+    monkeypatch.setattr(procmem, "_memory_cgroup_dirs", lambda: [(version, d)])
+    assert procmem.cgroup_memory_headroom_bytes() == 3 * gib - gib + gib // 2
+    host = parse_budgets(["host"], [])[0]
+    assert host.kind == "host" and host.bytes == min(int(2.5 * gib), _mem_available_bytes())
+
+
+@pytest.mark.parametrize("version, limit", [(2, "max"), (1, str(9223372036854771712))])
+def test_an_unlimited_cgroup_leaves_the_host_budget_to_mem_available(tmp_path, monkeypatch, version, limit):
+    from harness.fit import budget
+    from harness.runner import procmem
+
+    d = _cgroup(tmp_path, version, limit, usage=2**30, inactive=0)
+    monkeypatch.setattr(procmem, "_memory_cgroup_dirs", lambda: [(version, d)])
+    assert procmem.cgroup_memory_headroom_bytes() is None
+    # the machine's own figure, which moves a little between two readings
+    assert abs(budget.host_available_bytes() - _mem_available_bytes()) < 2**30
+
+
+def _mem_available_bytes() -> int:
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    return next(int(x.split()[1]) * 1024 for x in meminfo if x.startswith("MemAvailable:"))
+
+
+ZERO_SUITE = """
+version: 1
+name: fitzero
+defaults: {warmup_steps: 1, measured_steps: 1, timing_pass: false, quality: false, data: random}
+models:
+  tiny: {size: ci, n_layers: 1}
+workloads:
+  train: {kind: train, batch_size: 2, seq_len: 16}
+techniques:
+  zero1: [zero1]
+matrix:
+  - {model: [tiny], workload: [train], techniques: [zero1]}
+"""
+
+
+@pytest.mark.parametrize("fits_up_to, largest", [(11, 10), (1, 0)])
+def test_a_multi_rank_batch_moves_in_whole_per_rank_batches(write_suite, tmp_path, fits_up_to, largest):
+    """zero1 splits the batch over 2 ranks: a probe at an odd batch is a case that cannot run, so the
+    search steps 2, 4, 8, ... and the answer is a batch the ranks can share."""
+    from harness.fit.budget import Budget
+    from harness.fit.run import FitLog, FitOptions, fit_one
+
+    case = load_suite(write_suite(ZERO_SUITE)).cases[0]
+    asked: list[int] = []
+
+    class Prober:
+        log = FitLog(tmp_path / "fit.jsonl")
+
+        def real(self, case, combo, axis, value, budget):
+            asked.append(value)
+            return {"fits": value <= fits_up_to, "status": "ok", "tokens_per_s": 1.0}
+
+    budget = Budget("b", 2**30, "bytes")
+    answer = fit_one(case, budget, FitOptions("batch_size", 64, False), Prober(), None)  # type: ignore[arg-type]
+    assert asked and all(v % 2 == 0 for v in asked), asked
+    assert answer["largest"] == largest and answer["batch_step"] == 2
+    if largest:
+        assert answer["first_failing"] == largest + 2 and largest + 2 in asked
+        assert cell_text(answer).startswith(str(largest))
+    else:
+        assert asked == [2] and cell_text(answer) == "does not fit at 2 (2 ranks x 1)"

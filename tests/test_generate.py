@@ -222,6 +222,12 @@ def test_generate_session_reports_latency_throughput_kv_bytes_and_quality(tmp_pa
         )
     assert figures["mqa"]["kv_cache_bytes"] * 4 == base["kv_cache_bytes"]
     assert figures["kv4"]["kl_divergence_nats"] > figures["kv8"]["kl_divergence_nats"] > 0
+    # intervals over the generated sequences: around the mean, a point for the reference's own model
+    assert base["kl_divergence_ci_low_nats"] == base["kl_divergence_ci_high_nats"] == 0.0
+    kv4 = figures["kv4"]
+    assert kv4["kl_divergence_ci_low_nats"] <= kv4["kl_divergence_nats"] <= kv4["kl_divergence_ci_high_nats"]
+    assert kv4["kl_divergence_ci_high_nats"] > kv4["kl_divergence_ci_low_nats"] > 0  # sequences differ
+    assert kv4["top1_agreement_ci_low_fraction"] <= kv4["top1_agreement_fraction"] <= 1.0
 
 
 def test_cache_techniques_are_unsupported_outside_generate(tmp_path):

@@ -38,10 +38,21 @@ def test_between_computes_pressure_and_steal_from_counters():
 
 
 def test_disturbed_when_wall_exceeds_cpu_beyond_the_bound():
-    assert hostload.disturbed([1.0, 1.0, 1.0], [0.98, 0.99, 1.0]) is False
-    assert hostload.disturbed([1.3, 1.2, 1.25], [1.0, 1.0, 1.0]) is True  # waited ~25 % for a core
-    assert hostload.disturbed([1.0], [1.9]) is False  # two threads busy: CPU above wall is fine
-    assert hostload.disturbed([], [1.0]) is None
+    assert hostload.disturbed([1.0, 1.0, 1.0], [0.98, 0.99, 1.0]) == (False, None)
+    flag, why = hostload.disturbed([1.3, 1.2, 1.25], [1.0, 1.0, 1.0])  # waited ~25 % for a core
+    assert flag is True and "waited for a core" in str(why) and "1.25" in str(why)
+    assert hostload.disturbed([1.0], [1.9]) == (False, None)  # two threads busy: CPU above wall is fine
+    assert hostload.disturbed([], [1.0]) == (None, None)
+
+
+def test_disturbed_when_other_work_ran_beside_the_pass_even_with_wall_equal_to_cpu():
+    """A load in another session can leave the case its core (wall = CPU) yet slow its CPU time through
+    the shared core, caches and memory bandwidth: the machine's CPU pressure says so."""
+    steps = [1.0, 1.0, 1.0]
+    assert hostload.disturbed(steps, steps, 0.007) == (False, None)  # a quiet pass here
+    flag, why = hostload.disturbed(steps, steps, 0.52)  # busy loops in one session beside it
+    assert flag is True and "CPU pressure 52%" in str(why)
+    assert hostload.disturbed(steps, steps, None) == (False, None)  # no PSI: wall/CPU only
 
 
 def test_ratio_interval_brackets_the_ratio_and_narrows_with_agreeing_steps():

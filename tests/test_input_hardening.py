@@ -192,3 +192,17 @@ def test_a_missing_corpus_file_is_refused_at_validation(write_suite, tmp_path):
     with pytest.raises(SuiteError) as err:
         load_suite(write_suite(text))
     assert err.value.key_path == "defaults.corpus_text_file"
+
+
+def test_every_mistake_in_one_techniques_options_gets_its_line(tmp_path):
+    """Two mistakes in one technique's options (a value out of range, an unknown key) are two lines:
+    the first must not hide the second."""
+    text = GOOD.replace("base: []", "base: []\n  lo: [{lora: {rank: 0, bogus: 1}}]").replace(
+        "techniques: [base]", "techniques: [base, lo]"
+    )
+    path = tmp_path / "two.yaml"
+    path.write_text(text)
+    code, lines = validate(path)
+    assert code == 2
+    keys = sorted(line.split(": ")[3] for line in lines)
+    assert keys == ["techniques.lo[0].lora.bogus", "techniques.lo[0].lora.rank"], lines

@@ -27,7 +27,7 @@ from harness.report.figures import (
     timeline_figures,
 )
 from harness.report.html import relative_href
-from harness.report.tidy import latest_run, pareto_mask, records, savings, tidy
+from harness.report.tidy import DISTURBED_MARK, latest_run, pareto_mask, records, savings, tidy
 from harness.results.load import load_results, run_paths
 from tests.conftest import run_cli
 from tests.fixtures_results import MiB, make_manifest, make_record, make_timeline, smoke_records, write_run
@@ -434,3 +434,41 @@ def test_a_negligible_measurable_quality_change_stays_pale_on_the_pareto_scale()
     _, cases = dict(pareto_figures(frame))["Pareto: ci / train"].data
     assert cases.marker.cmax == pytest.approx(0.05) and cases.marker.cmin == pytest.approx(-0.05)
     assert max(abs(c) for c in cases.marker.color) == pytest.approx(0.0002)  # 0.4 % of the half-scale
+
+
+def test_groups_name_their_node_when_cases_ran_on_several_machines(tmp_path):
+    """A cluster run: step times of different machines are not comparable, so each group says where it
+    ran; a single-machine run keeps its plain headings."""
+    recs = smoke_records()
+    single = build_report([write_run(tmp_path / "one", recs)], tmp_path / "one.md", "md").read_text()
+    assert "node" not in "".join(line for line in single.splitlines() if line.startswith("### "))
+    for r in recs:
+        r["node"] = {"host": "gpu-a" if r["workload_name"] == "train" else "gpu-b"}
+    out = build_report([write_run(tmp_path / "two", recs)], tmp_path / "two.md", "md").read_text()
+    headings = [line for line in out.splitlines() if line.startswith("### ")]
+    assert headings == ["### ci / infer · node gpu-b", "### ci / train · node gpu-a"], headings
+
+
+def test_a_disturbed_step_time_ratio_is_marked_with_why_and_its_interval(tmp_path):
+    """A ratio measured while other work ran on the machine reads `1.27~`, hover says why, with the 95 %
+    interval and the CPU-time ratio to read instead; an undisturbed one has no mark."""
+    recs = smoke_records()
+    ckpt, sdpa = recs[1], recs[2]
+    ckpt.update(
+        step_time_vs_baseline_disturbed=True,
+        step_time_disturbed_reason="other work beside it: CPU pressure 52% of the timing pass > 10%",
+        step_time_vs_baseline_ci95_low_ratio=1.2,
+        step_time_vs_baseline_ci95_high_ratio=1.4,
+        step_cpu_time_vs_baseline_ratio=1.05,
+    )
+    sdpa.update(step_time_vs_baseline_disturbed=False)
+    run = write_run(tmp_path, recs)
+    page = build_report([run], tmp_path / "r.html", "html").read_text()
+    cell = re.search(r'<td data-v="[^"]*" title="([^"]*)">1\.27~</td>', page)
+    assert cell is not None, "the disturbed ratio carries its mark and explanation"
+    why = cell.group(1)
+    assert "CPU pressure 52%" in why and "1.20-1.40" in why and "CPU-time ratio 1.05" in why
+    assert page.count(f"{DISTURBED_MARK}</td>") == 1  # sdpa's undisturbed ratio has no mark
+    assert "disturbed by other work on the machine" in page
+    md = build_report([run], tmp_path / "r.md", "md").read_text()
+    assert "| 1.27~ |" in md and "step times disturbed by other work" in md

@@ -59,3 +59,16 @@ def test_ratios_quality_noise_and_the_gated_mark() -> None:
     assert "(* gated)" in text
     ungated = render(160, gated=frozenset())
     assert "MiB *" not in ungated and "gated" not in ungated
+
+
+def test_a_disturbed_step_time_ratio_is_marked_and_explained() -> None:
+    recs = records()
+    recs[2]["step_time_vs_baseline_disturbed"] = True
+    out = io.StringIO()
+    print_summary(recs, Console(file=out, width=80, force_terminal=False), gated=frozenset())
+    text = out.getvalue()
+    row = next(line for line in text.splitlines() if line.startswith(" sdpa_attention"))
+    assert "~" in row
+    assert "'~' = step times disturbed by other work on the machine" in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert "'~'" not in render(80)  # nothing disturbed: no mark, no legend line

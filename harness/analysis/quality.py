@@ -8,7 +8,7 @@ from the reference's distribution, and how often the most likely token stays the
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -65,8 +65,6 @@ def compare_models(
     """Token-weighted KL(ref || case) and top-1 agreement of two models over the same batches, each
     with a bootstrap interval over batches; plus the reference's per-batch held-out loss, so the case's
     loss can be paired with it batch by batch."""
-    from harness.analysis.pairing import bootstrap_mean_interval
-
     kl, agree, ref_loss = [], [], []
     device = next(model.parameters()).device
     ref_device = next(reference.parameters()).device
@@ -80,10 +78,17 @@ def compare_models(
     if not kl:
         raise ValueError("no tokens to compare")
     # Every batch has the same shape, so the mean over batches is the token-weighted mean.
+    return {"reference_heldout_loss_per_batch_nats": ref_loss, **agreement_with_intervals(kl, agree)}
+
+
+def agreement_with_intervals(kl: Sequence[float], agree: Sequence[float]) -> dict[str, float]:
+    """Mean KL and top-1 agreement over equal-sized samples (batches, or generated sequences), each with
+    its bootstrap interval."""
+    from harness.analysis.pairing import bootstrap_mean_interval
+
     kl_mean, kl_low, kl_high = bootstrap_mean_interval(kl)
     top1_mean, top1_low, top1_high = bootstrap_mean_interval(agree)
     return {
-        "reference_heldout_loss_per_batch_nats": ref_loss,
         "kl_divergence_nats": kl_mean,
         "kl_divergence_ci_low_nats": kl_low,
         "kl_divergence_ci_high_nats": kl_high,

@@ -88,7 +88,12 @@ def _not_estimable(case: CaseSpec) -> str | None:
 
     # A CUDA case is judged against a GPU machine, not this one: the estimate exists for that machine.
     on_cuda = case.device == "cuda"
-    env = Environment(cuda_available=on_cuda, cuda_capability=(9, 0) if on_cuda else None)
+    env = Environment(
+        cuda_available=on_cuda,
+        cuda_capability=(9, 0) if on_cuda else None,
+        cuda_device_count=8 if on_cuda else 0,  # a GPU node: its ranks are not what the estimate checks
+        nccl_available=on_cuda,
+    )
     reason = unsupported_reason(case, env)
     if reason:
         return reason
@@ -105,4 +110,11 @@ def _fake_failure(e: BaseException) -> str:
     files = [f.filename for f in traceback.extract_tb(e.__traceback__)]
     if any("bitsandbytes" in f for f in files) or "bitsandbytes" in text:
         return f"cannot run under fake tensors: bitsandbytes runs its own kernels on real memory ({text})"
-    return f"cannot run under fake tensors: {text}"
+    if "Quantized" in text and "backend" in text:  # torch.ao's quint8/qint8 tensors (dynamic int8)
+        op = text.split("'")[1] if text.count("'") >= 2 else "a quantized op"
+        return (
+            "cannot run under fake tensors: torch.ao's quantized tensors have no fake kernel "
+            f"({op}); measure the case instead"
+        )
+    # torch's dispatcher messages go on for lines about custom builds: the first sentence says it
+    return f"cannot run under fake tensors: {text.split('. ')[0]}"

@@ -85,8 +85,8 @@ def estimate_table(records: list[dict[str, Any]], measured: dict[str, dict[str, 
     from rich.table import Table
 
     t = Table(title="estimated tensor peak by category (MiB); device total = reserved + CUDA context")
-    t.add_column("case")
-    t.add_column("status")
+    t.add_column("case", overflow="fold")  # wrapped, never cut: "llama/train/s..." could be two cases
+    t.add_column("status", overflow="fold")
     for c in (*CATEGORIES, "tensor peak", "device total", "s"):
         t.add_column(c, justify="right")
     if measured:

@@ -13,6 +13,9 @@ Two things the fake mode cannot do on its own, bridged here (each one documented
 - `Module.to()` swaps a fake parameter with its converted copy, which torch refuses while the fake
   mode's conversion memo holds a weak reference to it; `_swappable` drops that memo (a cache of
   real->fake conversions, which only saves work) just before each swap.
+- transformers treats a fake tensor as a traced graph (`is_tracing`) and then never drops the causal
+  mask for SDPA's `is_causal` path; the real run drops it and SDPA takes its fused kernel, which saves
+  no (B, H, T, T) probabilities. `_real_mask_decisions` makes the mask code decide as in the real run.
 """
 
 from __future__ import annotations
@@ -70,6 +73,28 @@ def fake_tensors() -> Iterator[None]:
     mode = _fake_mode()
     with mode, _swappable(mode):
         yield
+
+
+@contextlib.contextmanager
+def _real_mask_decisions() -> Iterator[None]:
+    """transformers' mask code asks `is_tracing(tensor)`, true for any fake tensor, and then keeps the
+    full causal mask (and skips its all-ones padding shortcut) where the real run drops it. Inside, the
+    question is asked without the tensor: tracing only when dynamo or jit really trace. The values the
+    shortcuts then read (`padding_mask.all()`) come from `_ScalarFakeMode` (True), as an all-ones mask
+    gives in the real run. Entered after the model is built, so an HF model has imported the mask
+    module by then; for any other model this does nothing."""
+    import sys
+
+    module: Any = sys.modules.get("transformers.masking_utils")
+    if module is None:
+        yield
+        return
+    original = module.is_tracing
+    module.is_tracing = lambda tensor=None: original()
+    try:
+        yield
+    finally:
+        module.is_tracing = original
 
 
 @contextlib.contextmanager
@@ -150,10 +175,11 @@ def fake_step_breakdown(
     with fake_tensors(), _cuda_autocast_fp32(on_cuda):
         session = open_session()
         out: dict[str, Any] = _model_figures(session.model)
-        for i in range(warmup_steps):
-            session.step(i)
-        with _allocator_rounding(on_cuda), _fast_tracker():
-            out.update(breakdown_step(session, warmup_steps))
+        with _real_mask_decisions():
+            for i in range(warmup_steps):
+                session.step(i)
+            with _allocator_rounding(on_cuda), _fast_tracker():
+                out.update(breakdown_step(session, warmup_steps))
         out.update(resident(session))
     return out
 

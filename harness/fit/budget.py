@@ -8,6 +8,7 @@ from typing import Literal
 
 from harness.errors import HarnessError
 from harness.fit.devices import DEVICES
+from harness.runner import procmem
 from harness.units import size_bytes
 
 AXES = ("batch_size", "seq_len")
@@ -37,16 +38,21 @@ def parse_bytes(text: str) -> int:
 
 
 def host_available_bytes() -> int:
-    """This machine's MemAvailable: what a new process can take without pushing others to swap."""
+    """What a new process can take on this machine without pushing others to swap: MemAvailable, or less
+    where our memory cgroup (a container, a Slurm job) has a limit: its headroom."""
+    available = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                available = int(line.split()[1]) * 1024
     except OSError:
         pass
-    import os
+    if available is None:
+        import os
 
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    headroom = procmem.cgroup_memory_headroom_bytes()
+    return available if headroom is None else min(available, headroom)
 
 
 def parse_budgets(budgets: list[str], devices: list[str]) -> list[Budget]:

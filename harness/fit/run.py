@@ -262,37 +262,51 @@ def fit_one(
         prober.estimated if opts.estimate else prober.real
     )
     probes: dict[int, dict[str, Any]] = {}
+    step = batch_step(case, opts.axis)
+    if step > 1:
+        answer["batch_step"] = step
 
-    def probe(v: int) -> bool | None:
-        probes[v] = ask(case, combo, opts.axis, v, budget)
+    def probe(v: int) -> bool | None:  # v counts steps: a multi-rank batch is v per-rank samples x ranks
+        probes[v] = ask(case, combo, opts.axis, v * step, budget)
         fits: bool | None = probes[v]["fits"]
         return fits
 
-    result = largest_fitting(probe, maximum)
+    result = largest_fitting(probe, maximum // step)
     answer.update(
         # nothing answered at 1 is no answer, not "does not fit at 1"
-        largest=None if result.undecided and result.largest == 0 else result.largest,
-        first_failing=result.first_failing,
+        largest=None if result.undecided and result.largest == 0 else result.largest * step,
+        first_failing=result.first_failing * step if result.first_failing else result.first_failing,
         at_axis_maximum=result.at_axis_max,
-        probes=[v for v, _ in result.probed],
-        reason=_reason(result, probes),
+        probes=[v * step for v, _ in result.probed],
+        reason=_reason(result, probes, step),
     )
     at = probes.get(result.largest, {})
     answer["tokens_per_s"] = at.get("tokens_per_s")
     if opts.estimate and result.largest > 0 and not cannot_probe:
-        check = prober.real(case, combo, opts.axis, result.largest, budget)
+        check = prober.real(case, combo, opts.axis, result.largest * step, budget)
         answer["verified_by_run"] = check["fits"]
         answer["tokens_per_s"] = check.get("tokens_per_s")
     prober.log.append(answer)
     return answer
 
 
-def _reason(result: Any, probes: dict[int, dict[str, Any]]) -> str | None:
+def batch_step(case: CaseSpec, axis: str) -> int:
+    """The batch axis of a ZeRO/FSDP case moves in whole per-rank batches (each of its ranks takes an
+    equal share, so a batch of 1 cannot run on 2 ranks); every other axis moves by 1."""
+    if axis != "batch_size" or not case.techniques:  # ranks come from techniques only
+        return 1
+    from harness.runner.ranks import ranks_needed
+
+    return max(1, ranks_needed(case))
+
+
+def _reason(result: Any, probes: dict[int, dict[str, Any]], step: int = 1) -> str | None:
     if result.undecided:
         v, _ = result.probed[-1]
         why = f"{probes[v]['status']}: {probes[v].get('error')}"
-        return why if v == 1 else f"probe at {v} could not answer: {why}"
+        return why if v == 1 else f"probe at {v * step} could not answer: {why}"
     if result.largest == 0:
         p = probes.get(1, {})
-        return f"does not fit at 1 ({p.get('status')}, peak {p.get('peak_bytes')} > {p.get('budget_bytes')})"
+        over = f"peak {p.get('peak_bytes')} > {p.get('budget_bytes')}"
+        return f"does not fit at {step} ({p.get('status')}, {over})"
     return None

@@ -14,8 +14,9 @@ def cell_text(answer: dict[str, Any] | None) -> str:
     largest = answer.get("largest")
     if largest is None:
         return f"n/a ({answer.get('reason') or 'no answer'})"[:90]
-    if largest == 0:
-        return DOES_NOT_FIT
+    if largest == 0:  # a ZeRO/FSDP batch starts at one sample per rank
+        step = answer.get("batch_step") or 1
+        return DOES_NOT_FIT if step == 1 else f"does not fit at {step} ({step} ranks x 1)"
     text = str(largest) + (" (axis max)" if answer.get("at_axis_maximum") else "")
     if answer.get("reason"):  # a probe above it could not answer
         text += " (?)"

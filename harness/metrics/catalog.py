@@ -688,11 +688,21 @@ SECTIONS: tuple[Section, ...] = (
                 "bool",
                 (
                     "`true` when `step_wall_over_cpu_ratio` exceeds 1.15 "
-                    "(`hostload.DISTURBED_WALL_OVER_CPU`): the steps waited for a core, so their wall "
-                    "times measure the machine's load as much as the technique"
+                    "(`hostload.DISTURBED_WALL_OVER_CPU`: the steps waited for a core) or the machine's "
+                    "CPU pressure during the timing pass exceeded 10 % "
+                    "(`hostload.BUSY_CPU_PRESSURE_FRACTION`: other work beside it shares cores, caches "
+                    "and memory bandwidth); either way the times "
+                    "measure the machine's load as much as the technique"
                 ),
                 measured="parent",
                 absent="`null` without step CPU times",
+            ),
+            M(
+                "step_time_disturbed_reason",
+                "text",
+                "which bound `step_time_disturbed` crossed, with the figure",
+                measured="parent",
+                absent="`null` when the times were not disturbed",
             ),
             M(
                 "step_time_vs_baseline_ratio",
@@ -1163,7 +1173,10 @@ SECTIONS: tuple[Section, ...] = (
             M(
                 "kl_divergence_ci_low_nats",
                 "nats",
-                "lower end of the bootstrap interval over batches of `kl_divergence_nats`",
+                (
+                    "lower end of the bootstrap interval of `kl_divergence_nats` over held-out batches "
+                    "(generate: over generated sequences)"
+                ),
                 measured="case process",
                 absent="as `kl_divergence_nats`",
             ),
@@ -1177,7 +1190,10 @@ SECTIONS: tuple[Section, ...] = (
             M(
                 "top1_agreement_ci_low_fraction",
                 "fraction",
-                "lower end of the bootstrap interval over batches of `top1_agreement_fraction`",
+                (
+                    "lower end of the bootstrap interval of `top1_agreement_fraction` over held-out batches "
+                    "(generate: over generated sequences)"
+                ),
                 measured="case process",
                 absent="as `kl_divergence_nats`",
             ),

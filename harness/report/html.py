@@ -20,7 +20,7 @@ from harness import metrics
 from harness.metrics import Metric
 from harness.metrics.record import flatten
 from harness.report.figures import Titled
-from harness.report.tidy import groups, is_missing, records
+from harness.report.tidy import DISTURBED_MARK, groups, is_missing, records, time_ratio_detail
 from harness.results.load import run_env
 
 RENDER_STATUS_ID = "harness-render-status"
@@ -126,6 +126,9 @@ def _metric_td(metric: Metric, row: Mapping[str, Any]) -> str:
         return _text(value)
     if is_missing(value):
         return '<td data-v="">-</td>'
+    if metric.name == "step_time_ratio":
+        mark, detail = time_ratio_detail(row)
+        return f'<td data-v="{float(value)!r}" title="{esc(detail)}">{esc(metric.show(value))}{mark}</td>'
     return f'<td data-v="{float(value)!r}">{esc(metric.show(value))}</td>'
 
 
@@ -164,6 +167,12 @@ def _column_note(rows: pd.DataFrame, gated: Collection[str]) -> str:
         "a quality change inside its paired 95 % interval (or, without one, its gate's noise band) "
         "shows as <b>=</b>"
     )
+    if any(time_ratio_detail(r)[0] for r in records(rows)):
+        parts.append(
+            f"<b>{DISTURBED_MARK}</b> on a step-time ratio: the case's or its baseline's times were "
+            "disturbed by other work on the machine (hover for why, the 95 % interval and the CPU-time "
+            "ratio)"
+        )
     return "<ul class='note'>" + "".join(f"<li>{p}</li>" for p in parts) + "</ul>"
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from harness.metrics import Metric
 from harness.report.html import savings_columns
-from harness.report.tidy import groups, is_missing, quality_cell, records
+from harness.report.tidy import DISTURBED_MARK, groups, is_missing, quality_cell, records, time_ratio_detail
 
 
 def cell(value: Any) -> str:
@@ -23,6 +23,8 @@ def cell(value: Any) -> str:
 def _value(metric: Metric, r: dict[str, Any]) -> str:
     if metric.name == "quality_delta":
         return quality_cell(r["quality_delta"], r["quality_noise"])
+    if metric.name == "step_time_ratio" and not is_missing(r[metric.name]):
+        return metric.show(r[metric.name]) + time_ratio_detail(r)[0]
     return cell(r[metric.name]) if metric.kind == "label" else metric.show(r[metric.name])
 
 
@@ -64,4 +66,9 @@ def _sources(saved: pd.DataFrame, gated: Collection[str]) -> str:
         names = sorted({str(m) for m in saved[column] if not is_missing(m)})
         marked = [f"`{n}`" + (" (gated)" if n in gated else "") for n in names]
         parts.append(f"{label} = {', '.join(marked) or 'not measured'}")
-    return "; ".join(parts) + ". Ratios are case / baseline; `=`: a quality change inside its noise band."
+    disturbed = any(time_ratio_detail(r)[0] for r in records(saved))
+    return (
+        "; ".join(parts)
+        + ". Ratios are case / baseline; `=`: a quality change inside its noise band."
+        + (f" `{DISTURBED_MARK}`: step times disturbed by other work on the machine." if disturbed else "")
+    )

@@ -10,7 +10,7 @@ only taken between rows that measured the same figure, against the case's baseli
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -118,6 +118,15 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
         "baseline_ratio_null_reason",
     ):
         out[name] = row.get(name)
+    out["node_host"] = row.get("node.host")  # which machine ran it (an executor's node)
+    for name in (  # what the step-time ratio cell says beside its value
+        "step_time_vs_baseline_disturbed",
+        "step_time_vs_baseline_ci95_low_ratio",
+        "step_time_vs_baseline_ci95_high_ratio",
+        "step_cpu_time_vs_baseline_ratio",
+        "step_time_disturbed_reason",
+    ):
+        out[name] = row.get(name)
     # In a frame of several runs every row has every run's artefact columns; the missing ones are NaN.
     out["artifacts"] = {
         k.removeprefix("artifacts."): v
@@ -222,6 +231,30 @@ def _saving_row(case: dict[str, Any], base: dict[str, Any] | None) -> dict[str, 
     return row
 
 
+# "about this": the ratio follows the machine's load as much as the technique (not "*": that marks gated).
+DISTURBED_MARK = "~"
+
+
+def time_ratio_detail(row: Mapping[str, Any]) -> tuple[str, str]:
+    """(mark, explanation) for a step-time ratio cell: `~` when the case's or its baseline's times were
+    disturbed by other work on the machine, and the ratio's 95 % interval and CPU-time ratio to read."""
+    parts = []
+    low: Any = row.get("step_time_vs_baseline_ci95_low_ratio")
+    high: Any = row.get("step_time_vs_baseline_ci95_high_ratio")
+    if not is_missing(low) and not is_missing(high):
+        parts.append(f"95 % interval {float(low):.2f}-{float(high):.2f}")
+    cpu: Any = row.get("step_cpu_time_vs_baseline_ratio")
+    if not is_missing(cpu):
+        parts.append(f"CPU-time ratio {float(cpu):.2f}")
+    disturbed = row.get("step_time_vs_baseline_disturbed") is True
+    if disturbed:
+        why = row.get("step_time_disturbed_reason")
+        parts.insert(
+            0, "disturbed" + (f" ({why})" if not is_missing(why) and why else " (this case or its baseline)")
+        )
+    return (DISTURBED_MARK if disturbed else ""), "; ".join(parts)
+
+
 def _paired_quality(case: dict[str, Any]) -> dict[str, Any]:
     """Where the case measured its quality difference paired over the same held-out batches, with a
     bootstrap interval (harness.analysis.pairing), that difference and its verdict replace the
@@ -280,9 +313,20 @@ def pareto_mask(memory: Sequence[float], speed: Sequence[float]) -> list[bool]:
 
 
 def groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(label 'model / workload', rows) per model x workload, in first-seen order."""
+    """(label 'model / workload', rows) per model x workload, in first-seen order. When the cases ran on
+    more than one machine (a cluster executor) the label names the group's node(s): times of different
+    machines are not comparable, and a reader must see which is which."""
     labels = frame["model_name"].astype(str) + " / " + frame["workload_name"].astype(str)
-    return [(str(label), frame[labels == label]) for label in dict.fromkeys(labels)]
+    hosts = frame["node_host"] if "node_host" in frame else pd.Series([None] * len(frame), index=frame.index)
+    several = hosts.dropna().nunique() > 1
+    out = []
+    for label in dict.fromkeys(labels):
+        rows = frame[labels == label]
+        if several:
+            names = sorted({str(h) for h in hosts[labels == label].dropna()})
+            label = f"{label} · node {', '.join(names)}" if names else label
+        out.append((str(label), rows))
+    return out
 
 
 def has_breakdown(frame: pd.DataFrame) -> bool:

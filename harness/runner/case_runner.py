@@ -103,8 +103,8 @@ def finish_case(
     record.update(serving_memory_fields(record))
     if mem.child.get("ranks"):
         record.update(_rank_memory_fields(record))
-    record.update(_time_fields(case, mem, timing))
     record.update(_load_fields(cr.timing_load))
+    record.update(_time_fields(case, mem, timing, record.get("timing_cpu_pressure_some_fraction_max")))
     record.update(_timed_child_figures(timing))
     if record.get("step_time_s_median"):
         record.update(_compute_fields(case, record["step_time_s_median"]))
@@ -292,7 +292,9 @@ def _child_fields(child: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in child.items() if k not in skip}
 
 
-def _time_fields(case: CaseSpec, mem: PassResult, timing: list[PassResult]) -> dict[str, Any]:
+def _time_fields(
+    case: CaseSpec, mem: PassResult, timing: list[PassResult], cpu_pressure: float | None = None
+) -> dict[str, Any]:
     passes = [p for p in timing if p.status == "ok"] or ([mem] if mem.status == "ok" else [])
     if not passes:
         return {}
@@ -304,6 +306,7 @@ def _time_fields(case: CaseSpec, mem: PassResult, timing: list[PassResult]) -> d
     med = statistics.median(times)
     child = mem.child
     cpu_med = statistics.median(cpu) if cpu else None
+    disturbed, why = hostload.disturbed(times, cpu, cpu_pressure)
     return {
         "timing_source": "timing_pass" if timing and passes[0] is not mem else "memory_pass",
         "step_time_s": times,
@@ -313,7 +316,8 @@ def _time_fields(case: CaseSpec, mem: PassResult, timing: list[PassResult]) -> d
         "step_cpu_time_s": cpu,
         "step_cpu_time_s_median": cpu_med,
         "step_wall_over_cpu_ratio": round(med / cpu_med, 3) if cpu_med else None,
-        "step_time_disturbed": hostload.disturbed(times, cpu),
+        "step_time_disturbed": disturbed,
+        "step_time_disturbed_reason": why,
         "tokens_per_s": child.get("tokens_per_step", 0) / med if med > 0 else None,
         "samples_per_s": child.get("samples_per_step", 0) / med if med > 0 else None,
     }

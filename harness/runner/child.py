@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from harness.logs import quiet_third_party_logs
+
 # Shared with the rank processes of a multi-rank case (runner/ranks.py), which import them from caseproc.
 from harness.runner.caseproc import classify as _classify
 from harness.runner.caseproc import gpu_phase as _gpu_phase
@@ -182,6 +184,7 @@ def _peak_repeated(torch: Any, on_cuda: bool) -> Any:
 def main(argv: list[str]) -> int:
     case_path, out_path, write_fd, read_fd = Path(argv[0]), Path(argv[1]), int(argv[2]), int(argv[3])
     _die_with_parent()
+    quiet_third_party_logs()  # the stderr tail of a failed case is for its own error
     ctl = Control(write_fd, read_fd)
     result = run(case_path, ctl)
     tmp = out_path.with_suffix(".tmp")

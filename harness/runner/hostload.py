@@ -7,7 +7,12 @@ read from /proc (no torch, no psutil), and a figure the kernel does not offer is
 The `disturbed` bound: a step's wall time is compared with the CPU time the case process got in it. With
 the process running alone on its cores the two agree (within a few per cent for one thread); when other
 work takes the cores, wall time grows and CPU time does not. A case's times are `disturbed` when the
-median step wall time exceeds the median step CPU time by more than DISTURBED_WALL_OVER_CPU.
+median step wall time exceeds the median step CPU time by more than DISTURBED_WALL_OVER_CPU, or when
+other work ran beside the timing pass (CPU pressure above BUSY_CPU_PRESSURE_FRACTION). The second catches
+what wall/CPU cannot: the kernel groups CPU time by session, so a load in another session can leave the
+case its core while it shares the core's SMT sibling, caches and memory bandwidth, which slows the CPU
+time itself (measured here: the smoke suite beside one busy loop per core in one session, CPU pressure
+52 %, wall = CPU time, yet infer step-time ratios moved 19-24 %).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from typing import Any
 
 # Wall time more than 15 % above the CPU time of the step: the case waited for a core.
 DISTURBED_WALL_OVER_CPU = 1.15
+# Some task waited for a CPU during more than 10 % of the timing pass (PSI "some"): other work ran beside
+# the case. A quiet run here: 0.7 %; the harness's own sampler wakes every 20 ms and costs far less.
+BUSY_CPU_PRESSURE_FRACTION = 0.10
 
 
 def _read(path: str) -> str | None:
@@ -108,14 +116,28 @@ def manifest_fields(prefix: str) -> dict[str, Any]:
     return {f"{prefix}_{k}": v for k, v in fields.items()}
 
 
-def disturbed(step_time_s: list[float], step_cpu_time_s: list[float]) -> bool | None:
-    """True when the median step waited for a core (see DISTURBED_WALL_OVER_CPU); None without figures.
+def disturbed(
+    step_time_s: list[float], step_cpu_time_s: list[float], cpu_pressure_some_fraction: float | None = None
+) -> tuple[bool | None, str | None]:
+    """(disturbed, why): True when the median step waited for a core (DISTURBED_WALL_OVER_CPU) or other
+    work ran beside the timing pass (BUSY_CPU_PRESSURE_FRACTION); None without step figures.
 
     The main thread runs through the whole step, so an undisturbed step's CPU time is at least its wall
     time (more with several threads): a wall time above it means the process was waiting for a core."""
     if not step_time_s or not step_cpu_time_s:
-        return None
-    return statistics.median(step_time_s) > DISTURBED_WALL_OVER_CPU * statistics.median(step_cpu_time_s)
+        return None, None
+    wall, cpu = statistics.median(step_time_s), statistics.median(step_cpu_time_s)
+    if wall > DISTURBED_WALL_OVER_CPU * cpu:
+        return (
+            True,
+            f"waited for a core: median step wall/CPU time {wall / cpu:.2f} > {DISTURBED_WALL_OVER_CPU}",
+        )
+    if cpu_pressure_some_fraction is not None and cpu_pressure_some_fraction > BUSY_CPU_PRESSURE_FRACTION:
+        return True, (
+            f"other work beside it: CPU pressure {cpu_pressure_some_fraction:.0%} of the timing pass > "
+            f"{BUSY_CPU_PRESSURE_FRACTION:.0%} (shared cores, caches and memory bandwidth slow CPU time too)"
+        )
+    return False, None
 
 
 def ratio_interval(

@@ -18,6 +18,7 @@ def detect_environment(nvml: Nvml | None = None) -> Environment:
     if nvml is not None and no_gpu_here(nvml):  # the parent need not import torch to know
         return Environment(cuda_available=False, cpu_flags=_cpu_flags())
     import torch
+    import torch.distributed as dist
 
     cuda = torch.cuda.is_available()
     return Environment(
@@ -25,6 +26,8 @@ def detect_environment(nvml: Nvml | None = None) -> Environment:
         cuda_device_name=torch.cuda.get_device_name(0) if cuda else None,
         cuda_capability=tuple(torch.cuda.get_device_capability(0)) if cuda else None,
         cpu_flags=_cpu_flags(),
+        cuda_device_count=torch.cuda.device_count() if cuda else 0,
+        nccl_available=dist.is_available() and dist.is_nccl_available(),
     )
 
 

@@ -87,29 +87,58 @@ def _read_counter(path: Path, key: str) -> int | None:
     return None
 
 
-def _cgroup_oom_kills() -> int | None:
-    """oom_kill of our memory cgroup: v2 memory.events, or v1 memory.oom_control (the mount may show our
-    own cgroup at its root inside a container, so the root is tried after the named path)."""
+def _memory_cgroup_dirs() -> list[tuple[int, Path]]:
+    """Our memory cgroup's directory candidates, (cgroup version, path), the named path first: the mount
+    may show our own cgroup at its root inside a container, so the root is tried after it."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
-        return None
+        return []
     root = Path("/sys/fs/cgroup")
-    candidates = []
+    out: list[tuple[int, Path]] = []
     for line in lines:
         _, controllers, rel = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
         rel = rel.lstrip("/")
         if controllers == "":
-            candidates += [root / rel / "memory.events", root / "memory.events"]
+            out += [(2, root / rel), (2, root)]
         if "memory" in controllers.split(","):
-            candidates += [
-                root / "memory" / rel / "memory.oom_control",
-                root / "memory" / "memory.oom_control",
-            ]
-    for path in candidates:
-        count = _read_counter(path, "oom_kill")
+            out += [(1, root / "memory" / rel), (1, root / "memory")]
+    return out
+
+
+def _cgroup_oom_kills() -> int | None:
+    """oom_kill of our memory cgroup: v2 memory.events, or v1 memory.oom_control."""
+    for version, d in _memory_cgroup_dirs():
+        count = _read_counter(d / ("memory.events" if version == 2 else "memory.oom_control"), "oom_kill")
         if count is not None:
             return count
+    return None
+
+
+# cgroup v1 writes "no limit" as the largest page-aligned long.
+_V1_UNLIMITED_BYTES = 2**62
+
+
+def cgroup_memory_headroom_bytes() -> int | None:
+    """What our memory cgroup (a container's, a Slurm job's) still lets its processes take: its limit
+    minus its usage, the reclaimable page cache (inactive_file) counted as free. None without a limit."""
+    for version, d in _memory_cgroup_dirs():
+        limit_file, usage_file = (
+            ("memory.max", "memory.current")
+            if version == 2
+            else ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        )
+        try:
+            limit_text = (d / limit_file).read_text().strip()
+            usage = int((d / usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or int(limit_text) >= _V1_UNLIMITED_BYTES:
+            return None
+        inactive = _read_counter(
+            d / "memory.stat", "inactive_file" if version == 2 else "total_inactive_file"
+        )
+        return max(0, int(limit_text) - usage + (inactive or 0))
     return None
 
 

@@ -564,15 +564,20 @@ def _validate_options(
     try:
         return config_cls.model_validate(options).model_dump(mode="json")
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        if err["type"] == "extra_forbidden":
-            fields = list(config_cls.model_fields)
-            choices = allowed(fields) or "(none: this one takes no options)"
-            problem = f"unknown key; allowed: {choices}{closest(str(loc[-1]), fields)}"
-        else:
-            problem = _explain(err, loc)
-        raise SuiteError(label, f"{where}.{_key_path(loc)}", problem) from None
+        errors = [_option_error(label, where, config_cls, err) for err in e.errors()]
+        raise (errors[0] if len(errors) == 1 else SuiteErrors(errors)) from None
+
+
+def _option_error(label: str, where: str, config_cls: type[BaseModel], err: Any) -> SuiteError:
+    """One line per mistake in a technique's options: an unknown key names the allowed ones."""
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        fields = list(config_cls.model_fields)
+        choices = allowed(fields) or "(none: this one takes no options)"
+        problem = f"unknown key; allowed: {choices}{closest(str(loc[-1]), fields)}"
+    else:
+        problem = _explain(err, loc)
+    return SuiteError(label, f"{where}.{_key_path(loc)}", problem)
 
 
 def _points(

@@ -63,6 +63,8 @@ class Environment:
     cuda_device_name: str | None = None
     cuda_capability: tuple[int, int] | None = None
     cpu_flags: frozenset[str] = frozenset()
+    cuda_device_count: int = 0
+    nccl_available: bool = False  # the torch build's NCCL backend (CUDA ranks)
 
     @staticmethod
     def has_module(name: str) -> bool:

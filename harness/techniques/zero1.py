@@ -73,7 +73,6 @@ class DataParallel(Technique):
         return self.config.ranks
 
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
-        import torch
         import torch.distributed as dist
 
         ranks = self.config.ranks
@@ -83,9 +82,9 @@ class DataParallel(Technique):
             return f"batch_size {ctx.batch_size} does not split into {ranks} equal per-rank batches"
         if ctx.device != "cuda":
             return None if dist.is_gloo_available() else "this torch build has no gloo backend for CPU ranks"
-        if not dist.is_nccl_available():
+        if not env.nccl_available:
             return "this torch build has no nccl backend for CUDA ranks"
-        visible = torch.cuda.device_count()
+        visible = env.cuda_device_count
         if visible < ranks:
             return f"{ranks} ranks need one CUDA device each; {visible} visible"
         return None

@@ -301,14 +301,17 @@ def generation_quality(s: GenerateSession) -> dict[str, Any]:
     """The fp32 model without techniques generates greedily from held-out prompts with a plain dynamic
     cache; the case's model (its techniques, cache and step contexts) is then teacher-forced on those
     same tokens, so position j of both sees the same context. Per generated position: KL(fp32 || case)
-    of the next-token distribution, and whether the case's top-1 token is the fp32 run's token."""
-    from harness.analysis.quality import kl_divergence, top1_agreement
+    of the next-token distribution, and whether the case's top-1 token is the fp32 run's token. Each
+    generated sequence is one sample (its positions share a context, so they are not independent): the
+    means come with a bootstrap interval over sequences."""
+    from harness.analysis.quality import agreement_with_intervals, kl_divergence, top1_agreement
     from harness.models.decoding import decoder_for
 
     heldout = s._batches(max(1, s.case.heldout_batches), "heldout")
     ref = decoder_for(_fp32_reference(s.case))
     plain = StepPlan(loss_fn=plain_loss)
-    kl, agree, n = 0.0, 0.0, 0
+    kl: list[float] = []
+    agree: list[float] = []
     for x, _ in heldout:
         prompt = x[:, : s.prompt_len]
         free = generate(ref, prompt, CacheSpec(), s.new_tokens, plain, keep_logits=True)
@@ -316,12 +319,11 @@ def generation_quality(s: GenerateSession) -> dict[str, Any]:
             s.decoder, prompt, s.spec, s.new_tokens, s.plan, forced=free.tokens, keep_logits=True
         )
         assert free.logits is not None and forced.logits is not None
-        ref_logits, case_logits = free.logits, forced.logits
-        count = free.tokens.numel()
-        kl += kl_divergence(case_logits, ref_logits)["kl_divergence_nats"] * count
-        agree += top1_agreement(case_logits, ref_logits)["top1_agreement_fraction"] * count
-        n += count
-    return {"kl_divergence_nats": kl / n, "top1_agreement_fraction": agree / n}
+        for ref_row, case_row in zip(free.logits, forced.logits, strict=True):  # one generated sequence
+            kl.append(kl_divergence(case_row, ref_row)["kl_divergence_nats"])
+            agree.append(top1_agreement(case_row, ref_row)["top1_agreement_fraction"])
+    # Every sequence has new_tokens positions, so the mean over sequences is the token-weighted mean.
+    return agreement_with_intervals(kl, agree)
 
 
 def _fp32_reference(case: CaseSpec) -> torch.nn.Module:
