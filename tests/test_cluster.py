@@ -137,7 +137,7 @@ def test_worker_killed_mid_case_is_an_error_and_leaves_no_process(cluster: str, 
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     child = _poll("the case process to start on a node", lambda: (_case_children() or [None])[0])
     worker = psutil.Process(child.ppid())
-    if "harness.runner.forkserver" in " ".join(worker.cmdline()):  # forked from the worker's fork server
+    if "harness.runner.zygote" in " ".join(worker.cmdline()):  # forked from the worker's fork server
         worker = worker.parent()
     os.kill(worker.pid, signal.SIGKILL)
     _, err = driver.communicate(timeout=600)

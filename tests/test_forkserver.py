@@ -112,7 +112,7 @@ def test_a_server_with_threads_is_refused_and_the_case_spawned(tmp_path, monkeyp
     # one thread of a multi-threaded process, so the runner must not use it.
     (tmp_path / "sitecustomize.py").write_text(
         "import sys, threading, time\n"
-        "if 'harness.runner.forkserver' in ' '.join(sys.orig_argv):\n"
+        "if 'harness.runner.zygote' in ' '.join(sys.orig_argv):\n"
         "    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
     )
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{ROOT}")
@@ -170,7 +170,7 @@ def test_killing_the_runner_leaves_neither_server_nor_case(tmp_path):
             procs = psutil.Process(runner.pid).children(recursive=True)
             time.sleep(0.1)
         cmds = [" ".join(p.cmdline()) for p in procs]
-        assert any("harness.runner.forkserver" in c for c in cmds), cmds
+        assert any("harness.runner.zygote" in c for c in cmds), cmds
         assert any("harness.runner.child" in c for c in cmds), cmds
         runner.kill()
         runner.wait()

@@ -185,9 +185,9 @@ def test_crash_is_an_error_result_with_exit_code_and_stderr(write_suite, tmp_pat
     crash.write_text(
         "import os, sys\n"
         "argv = ' '.join(sys.orig_argv)\n"
-        # a case process, or the fork server that case processes are forked from (runner/forkserver.py)
+        # a case process, or the fork server that case processes are forked from (runner/zygote.py)
         "if os.environ.get('HARNESS_TEST_CRASH') and ('harness.runner.child' in argv\n"
-        "                                             or 'harness.runner.forkserver' in argv):\n"
+        "                                             or 'harness.runner.zygote' in argv):\n"
         "    import harness.workloads.train as t\n"
         "    def boom(self, i): raise RuntimeError('boom in step')\n"
         "    t.TrainSession.step = boom\n"
