@@ -411,9 +411,26 @@ def infer_moments(sh: Shape) -> list[Moment]:
     # MLP tensors alive at once: GELU/ReLU input and output; SwiGLU's SiLU, up and their product; GPT-2's
     # Python tanh GELU its input, 0.5x and two of its chain's intermediates.
     mlp = n * ea + ln_in + f * ec * {"swiglu": 3, "gelu_new": 4}.get(c.mlp, 2)
+    if c.family != "builtin":
+        mlp += _hf_layer_held_bytes(sh)
     bsv = b * s * c.vocab_size
     head = n * ea + bsv * ec + bsv * 4 + (bsv * 4 if sh.autocast else 0)
     return [Moment(batch + max(block, mlp, head), 0, 0)]
+
+
+def _hf_layer_held_bytes(sh: Shape) -> int:
+    """What a transformers decoder keeps alive while a layer's MLP runs, beyond the layer's own input and
+    norm output: the model's `inputs_embeds` (a local of the model's forward for the whole loop), the
+    layer's residual (input + attention output), the causal mask (B, 1, T, T) float when attention is
+    eager, and the eager attention weights (B, H, T, T), which the layer receives as `_` /
+    `self_attn_weights` and drops only when it returns. Found by tracing live storages at the peak of a
+    Llama and a GPT-2 inference step (harness's builtin blocks free all of these)."""
+    c, b, s = sh.cfg, sh.batch, sh.seq
+    n, ea, ec = b * s * c.d_model, sh.param_bytes, sh.compute_bytes
+    held = 2 * n * ea  # inputs_embeds and the residual
+    if c.attention == "explicit":
+        held += 4 * b * s * s + b * c.n_heads * s * s * ec  # the float mask, the attention weights
+    return held
 
 
 def predict(case: CaseSpec) -> dict[str, Any]:
