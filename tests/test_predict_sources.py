@@ -43,6 +43,10 @@ CASES = [
     ("qwen2", "infer", "[]"),
     ("mistral", "train", "[pure_bf16]"),  # RMSNorm and softmax in fp32 inside a bf16 model
     ("gpt2", "train", "[]"),
+    # inference: what a transformers layer holds while its MLP runs (eager weights, mask, residual)
+    ("gpt2", "infer", "[]"),
+    ("mistral", "infer", "[]"),
+    ("mistral", "infer", "[sdpa_attention]"),
 ]
 
 
