@@ -177,3 +177,54 @@ def test_timed_steps_with_and_without_the_breakdown(benchmark, tmp_path, breakdo
 
     benchmark.pedantic(one, rounds=3, warmup_rounds=0)
     benchmark.extra_info["step_time_s_median"] = sorted(medians)[len(medians) // 2]
+
+
+# #13's yardstick: a 5.4 M-parameter GPT-2-shaped model (4 x 256, tied, GELU, SDPA), train 5 + 15 and
+# infer 2 + 10 steps, quality and breakdown off. Target: wall <= 2x the timed (measured) steps.
+GPT2_SHAPED_SUITE = """\
+version: 1
+name: overhead
+defaults: {warmup_steps: 5, measured_steps: 15, quality: false, breakdown: false}
+models:
+  g: {size: small, n_layers: 4, d_model: 256, n_heads: 4, d_ff: 1024, vocab_size: 8192, max_seq_len: 256,
+      tie_embeddings: true, activation: gelu, attention: sdpa}
+workloads:
+  train: {kind: train, batch_size: 4, seq_len: 256}
+  infer: {kind: infer, batch_size: 4, seq_len: 256}
+techniques:
+  baseline: []
+matrix:
+  - {model: [g], workload: [train], techniques: [baseline]}
+  - {model: [g], workload: [infer], techniques: [baseline], defaults: {warmup_steps: 2, measured_steps: 10}}
+"""
+
+
+def test_run_wall_time_against_its_timed_steps(benchmark, tmp_path):
+    """`harness run` of the two-case suite as a user runs it (a subprocess, its own torch import and fork
+    servers): extra_info has the wall time over the measured steps' sum (measured here at 2.55 on a quiet
+    2-core machine; 3.28 before the fork server)."""
+    import json
+
+    suite = tmp_path / "overhead.yaml"
+    suite.write_text(GPT2_SHAPED_SUITE)
+    ratios: list[float] = []
+
+    def one() -> None:
+        out = tmp_path / f"r{len(ratios)}"
+        t0 = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "harness", "run", str(suite), "--results", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        wall = time.monotonic() - t0
+        assert done.returncode == 0, done.stderr[-2000:]
+        (run,) = out.iterdir()
+        records = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+        assert [r["status"] for r in records] == ["ok", "ok"]
+        timed = sum(sum(r["step_time_s"]) for r in records)
+        ratios.append(wall / timed)
+
+    benchmark.pedantic(one, rounds=1, warmup_rounds=0)
+    benchmark.extra_info["wall_over_timed_steps_ratio"] = round(ratios[-1], 3)
