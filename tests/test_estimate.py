@@ -204,3 +204,17 @@ def test_a_cuda_zero1_case_is_judged_against_a_gpu_machine_not_this_one(write_su
     record = estimate_case(zero1)
     assert record["status"] == "unsupported"
     assert "needs 2 ranks" in record["error"] and "nccl" not in record["error"]
+
+
+def test_a_bitsandbytes_case_says_in_one_short_line_why_it_cannot_be_estimated(write_suite):
+    pytest.importorskip("bitsandbytes")
+    train = _cases(write_suite)["activation_checkpointing"]
+    qlora = [
+        TechniqueSpec(name="weight_only_quantization", config={"backend": "bitsandbytes", "scheme": "nf4"}),
+        TechniqueSpec(name="lora", config={"rank": 4}),
+    ]
+    case = train.model_copy(update={"techniques": qlora, "techniques_name": "qlora", "device": "cuda"})
+    record = estimate_case(case)
+    assert record["status"] == "unsupported", record.get("error")
+    assert "bitsandbytes runs its own kernels on real memory" in record["error"]
+    assert "\n" not in record["error"] and len(record["error"]) < 160  # not torch's subclass essay

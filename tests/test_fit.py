@@ -204,6 +204,8 @@ def test_no_answer_at_1_is_not_does_not_fit(tmp_path: Path):
     answer = fit_one(case, Budget("1GiB", 2**30, "bytes"), FitOptions("batch_size", 8, False), prober, None)
     assert answer["largest"] is None and "boom" in answer["reason"]
     assert cell_text(answer).startswith("n/a (error: boom")
+    long = {**answer, "reason": "unsupported: needs 2 ranks (ZeRO/FSDP); " + "x" * 200 + " the end"}
+    assert cell_text(long).endswith("the end)")  # a reason is never cut mid-word to fit a cell
 
 
 def _cgroup(tmp_path: Path, version: int, limit: str, usage: int, inactive: int) -> Path:

@@ -109,7 +109,12 @@ def _fake_failure(e: BaseException) -> str:
     text = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
     files = [f.filename for f in traceback.extract_tb(e.__traceback__)]
     if any("bitsandbytes" in f for f in files) or "bitsandbytes" in text:
-        return f"cannot run under fake tensors: bitsandbytes runs its own kernels on real memory ({text})"
+        # torch's message (a fake tensor cannot become a Params4bit, ...) runs to 300 characters and says
+        # no more than this; the type stays for whoever debugs it.
+        return (
+            "cannot run under fake tensors: bitsandbytes runs its own kernels on real memory "
+            f"({type(e).__name__}); measure the case on a GPU instead"
+        )
     if "Quantized" in text and "backend" in text:  # torch.ao's quint8/qint8 tensors (dynamic int8)
         op = text.split("'")[1] if text.count("'") >= 2 else "a quantized op"
         return (

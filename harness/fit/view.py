@@ -13,7 +13,7 @@ def cell_text(answer: dict[str, Any] | None) -> str:
         return "-"
     largest = answer.get("largest")
     if largest is None:
-        return f"n/a ({answer.get('reason') or 'no answer'})"[:90]
+        return f"n/a ({answer.get('reason') or 'no answer'})"  # whole: tables wrap it, never cut it
     if largest == 0:  # a ZeRO/FSDP batch starts at one sample per rank
         step = answer.get("batch_step") or 1
         return DOES_NOT_FIT if step == 1 else f"does not fit at {step} ({step} ranks x 1)"
