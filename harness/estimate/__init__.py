@@ -86,18 +86,19 @@ def _not_estimable(case: CaseSpec) -> str | None:
     from harness.runner.ranks import ranks_needed
     from harness.techniques.base import Environment
 
-    # A CUDA case is judged against a GPU machine, not this one: the estimate exists for that machine.
+    # A CUDA case is judged against a GPU machine, not this one: the estimate exists for that machine,
+    # which has a GPU for each rank the case asks for.
     on_cuda = case.device == "cuda"
+    n = ranks_needed(case)
     env = Environment(
         cuda_available=on_cuda,
         cuda_capability=(9, 0) if on_cuda else None,
-        cuda_device_count=8 if on_cuda else 0,  # a GPU node: its ranks are not what the estimate checks
+        cuda_device_count=n if on_cuda else 0,
         nccl_available=on_cuda,
     )
     reason = unsupported_reason(case, env)
     if reason:
         return reason
-    n = ranks_needed(case)
     if n > 1:
         return f"needs {n} ranks (ZeRO/FSDP); the estimate runs one process without a process group"
     return None

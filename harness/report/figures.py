@@ -34,10 +34,11 @@ def _hover(row: Mapping[str, Any]) -> str:
         f"{delta.display} ({row.get('quality_metric')}): {delta.show(row.get('quality_delta'))} nats"
     )
     # Hover text is rendered as HTML by plotly: escape what users wrote.
-    return "<br>".join(_escape_plotly(line) for line in lines)
+    return "<br>".join(escape_plotly(line) for line in lines)
 
 
-def _escape_plotly(text: str) -> str:
+def escape_plotly(text: str) -> str:
+    """Plotly renders hover text, tick labels and trace names as HTML-like markup: escape users' strings."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -92,7 +93,7 @@ def _pareto(rows: pd.DataFrame) -> go.Figure:
     )  # fmt: skip
     for m, t, name in zip(mem, tps, rows["techniques_name"], strict=True):
         # Labels as annotations so plotly can move them apart; each points at its own marker.
-        fig.add_annotation(x=m, y=t, text=_escape_plotly(str(name)), showarrow=True, arrowhead=0,
+        fig.add_annotation(x=m, y=t, text=escape_plotly(str(name)), showarrow=True, arrowhead=0,
                            arrowcolor="#999", ax=0, ay=-22, font={"size": 11})  # fmt: skip
     _spread_labels(fig)
     metric = metrics.get(str(rows["peak_metric"].iloc[0]))
@@ -174,7 +175,7 @@ def _timeline(
     fig = go.Figure()
     for case in cases:
         tl = timelines[(case["run_id"], case["case_id"])]
-        name = _escape_plotly(str(case["techniques_name"]))
+        name = escape_plotly(str(case["techniques_name"]))
         keep, xs = phase_axis(tl["t_s"], tl.get("phases") or [])
         for key, dash in (("host_rss_bytes", "solid"), ("gpu_process_bytes", "dot")):
             series = tl.get(key)
@@ -231,7 +232,7 @@ def _breakdown(rows: pd.DataFrame) -> go.Figure | None:
     ]
     if not kinds:
         return None
-    names = [_escape_plotly(str(n)) for n in rows["techniques_name"]]
+    names = [escape_plotly(str(n)) for n in rows["techniques_name"]]
     x = [
         [n for n in names for _ in kinds],
         [("measured" if k == "breakdown" else k) for _ in names for k in kinds],
@@ -258,7 +259,7 @@ def history_figures(frame: pd.DataFrame) -> list[Titled]:
         return []
     first = frame.drop_duplicates("run_id").set_index("run_id")
     labels = {
-        r: _escape_plotly(
+        r: escape_plotly(
             f"{str(first.at[r, 'run_commit'] or r)[:12]} {first.at[r, 'run_started_at'] or ''!s}"
         )
         for r in runs
@@ -276,7 +277,7 @@ def history_figures(frame: pd.DataFrame) -> list[Titled]:
             label = case_name if names.get(case_name, 1) == 1 else f"{case_name} [{str(case_id)[:6]}]"
             ys = [None if is_missing(v) else float(v) / metric.scale for v in rows[name]]
             fig.add_trace(go.Scatter(x=[labels[r] for r in rows["run_id"]], y=ys, mode="lines+markers",
-                                     name=_escape_plotly(label)))  # fmt: skip
+                                     name=escape_plotly(label)))  # fmt: skip
         fig.update_layout(yaxis_title=axis, xaxis={"type": "category", "categoryorder": "array",
                                                    "categoryarray": [labels[r] for r in runs]})  # fmt: skip
         _compact(fig)

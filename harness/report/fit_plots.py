@@ -16,6 +16,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from harness.fit.view import DOES_NOT_FIT, cell_text, grid
+from harness.report.figures import escape_plotly
 from harness.report.tidy import pareto_mask
 
 MiB = 1024 * 1024
@@ -54,11 +55,6 @@ class FitPoint:
     @property
     def plotted(self) -> bool:
         return self.peak_bytes is not None and self.tokens_per_s is not None
-
-
-def escape_plotly(text: str) -> str:
-    """Plotly renders hover text, tick labels and trace names as HTML-like markup: escape users' strings."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def budget_sizes(answers: Sequence[Mapping[str, Any]]) -> dict[str, int | None]:

@@ -111,15 +111,12 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
     out["quality"], out["quality_metric"] = _first_present(out, QUALITY_METRICS)
     # The record's own paired quality difference (same held-out batches as its baseline) and its label.
     # ... and whether it differs from its baseline in more than the technique (ranks, per-rank batch).
+    # ... and what the step-time ratio cell says beside its value (disturbed, why, interval, CPU time).
     for name in (
         "quality_delta_nats",
         "quality_change",
         "baseline_ratios_comparable",
         "baseline_ratio_null_reason",
-    ):
-        out[name] = row.get(name)
-    out["node_host"] = row.get("node.host")  # which machine ran it (an executor's node)
-    for name in (  # what the step-time ratio cell says beside its value
         "step_time_vs_baseline_disturbed",
         "step_time_vs_baseline_ci95_low_ratio",
         "step_time_vs_baseline_ci95_high_ratio",
@@ -127,6 +124,7 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
         "step_time_disturbed_reason",
     ):
         out[name] = row.get(name)
+    out["node_host"] = row.get("node.host")  # which machine ran it (an executor's node)
     # In a frame of several runs every row has every run's artefact columns; the missing ones are NaN.
     out["artifacts"] = {
         k.removeprefix("artifacts."): v

@@ -9,6 +9,8 @@ import time
 import traceback
 from typing import Any
 
+from harness.units import size_bytes
+
 
 def gpu_phase(torch: Any, on_cuda: bool) -> dict[str, Any]:
     """torch's allocator peaks since the last mark, then reset, so every phase has its own peak."""
@@ -29,11 +31,8 @@ def oom_bytes(message: str) -> int | None:
     m = re.search(r"tried to allocate (\d+) bytes", message, re.I)
     if m:
         return int(m.group(1))
-    m = re.search(r"Tried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB)", message)
-    if m:
-        scale = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[m.group(2)]
-        return int(float(m.group(1)) * scale)
-    return None
+    m = re.search(r"Tried to allocate ([\d.]+ (?:B|KiB|MiB|GiB|TiB))", message)
+    return size_bytes(m.group(1)) if m else None
 
 
 def classify(exc: BaseException, torch: Any) -> dict[str, Any]:
