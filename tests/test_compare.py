@@ -304,3 +304,43 @@ def test_step_times_from_different_passes_are_not_comparable():
     result = compare_snapshots(snap("timing_pass"), snap("memory_pass"), load_policy(None))
     (verdict,) = [v for v in result.verdicts if v.metric == "step_time_s"]
     assert verdict.status == NOT_COMPARABLE and "different passes" in verdict.detail
+
+
+def _pressed(rec: dict[str, Any]) -> dict[str, Any]:
+    why = "the kernel reclaimed 2.2 MiB of the case's file-backed pages in build (memory pressure ...)"
+    return dict(rec, host_memory_disturbed=True, host_memory_disturbed_reason=why)
+
+
+def test_a_memory_figure_measured_under_memory_pressure_never_passes():
+    """The kernel's reclaim only lowers a figure: "unchanged" or "improved" cannot be vouched for, and
+    the gate fails closed; a regression still shown stands."""
+    base = smoke_records()
+    cur = smoke_records("run-b")
+    cur[0] = _pressed(cur[0])
+    comparison = judge(base, cur)
+    (v,) = [v for v in comparison.verdicts if v.case_name == cur[0]["case_name"] and v.metric == MEM]
+    assert (
+        v.status == "insufficient data" and "current run disturbed: the kernel reclaimed 2.2 MiB" in v.detail
+    )
+    assert comparison.exit_code == 3
+    # Every other case and every non-host metric is judged as before.
+    others = {v.status for v in comparison.verdicts if v.case_name != cur[0]["case_name"] or v.metric != MEM}
+    assert others <= {"unchanged", "new"}
+    cur[0][MEM] = int(base[0][MEM] * 1.05)
+    v = next(v for v in judge(base, cur).verdicts if v.case_name == cur[0]["case_name"] and v.metric == MEM)
+    assert v.status == "regressed"
+    # A disturbed baseline: a regression says the baseline read low.
+    v = next(v for v in judge([_pressed(base[0])], [cur[0]]).verdicts if v.metric == MEM)
+    assert v.status == "regressed" and "the baseline's figure was disturbed" in v.detail
+
+
+def test_update_baseline_refuses_a_run_measured_under_memory_pressure(tmp_path):
+    records = smoke_records()
+    records[2] = _pressed(records[2])
+    run = write_run(tmp_path / "r", records)
+    baseline = tmp_path / "smoke-cpu.json"
+    with pytest.raises(
+        HarnessError, match=rf"not written as a baseline: 1 case\(s\).*{records[2]['case_name']}"
+    ):
+        run_compare(baseline, run, update_baseline=True, console=Console(quiet=True))
+    assert not baseline.exists()

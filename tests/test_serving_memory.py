@@ -165,14 +165,27 @@ matrix:
 MiB = 2**20
 
 
+def _undisturbed_serving_run(suite: Path, tmp_path: Path, attempts: int = 3) -> dict[str, dict]:
+    """The suite's records from a run whose host figures no memory pressure disturbed. The kernel can
+    take a case's library pages while it runs (seen on CI: a serving figure 6 MiB low); the record says
+    so (`host_memory_disturbed`), and such a run is repeated, as the gate does, not judged."""
+    for attempt in range(attempts):
+        out = tmp_path / f"res-{attempt}"
+        proc = run_cli("run", str(suite), "--results", str(out))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (run,) = out.iterdir()
+        recs = {r["techniques_name"]: r for r in map(json.loads, (run / "results.jsonl").open())}
+        assert all(r["host_memory_disturbed"] is not None for r in recs.values())  # /proc is there
+        if not any(r["host_memory_disturbed"] for r in recs.values()):
+            return recs
+    pytest.skip(f"{attempts} runs measured under memory pressure from other work on this machine")
+
+
 def test_serving_memory_follows_the_tensor_level_saving(write_suite, tmp_path: Path) -> None:
     """On a weight-dominated inference shape (the weights ~20 MiB, activations ~1 MiB), the headline
     host figure of each compressed model is below the baseline's and its saving is the weights' saving
     within 15 % plus 4 MiB; the build phase, where both copies coexist, is reported beside it."""
-    proc = run_cli("run", str(write_suite(SERVING_SUITE)), "--results", str(tmp_path / "res"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (run,) = (tmp_path / "res").iterdir()
-    recs = {r["techniques_name"]: r for r in map(json.loads, (run / "results.jsonl").open())}
+    recs = _undisturbed_serving_run(write_suite(SERVING_SUITE), tmp_path)
     base = recs.pop("baseline")
     assert base["memory_headline_scope"].startswith("measured phase")
     # The sampler says what it did (the kernel's high-water mark stays the figure).

@@ -11,7 +11,7 @@ from harness.compare.judge import Comparison, compare
 from harness.compare.outputs import json_text, render_terminal, to_junit, to_markdown
 from harness.compare.policy import PolicyFile, load_policy
 from harness.compare.snapshot import Snapshot, load_snapshot, write_baseline
-from harness.errors import EXIT_OK, write_text_file
+from harness.errors import EXIT_OK, HarnessError, write_text_file
 
 __all__ = ["Comparison", "compare", "compare_snapshots", "run_compare"]
 
@@ -50,6 +50,8 @@ def run_compare(
     policy_line = f"policy: {policy_file or 'built-in defaults (step times shown, not gated)'}"
     names = _metric_names(policy, [None, *policy.suites])
     cur = load_snapshot(current, names)
+    if update_baseline:
+        _refuse_disturbed_baseline(cur)
     if update_baseline and not baseline.exists():
         write_baseline(cur, baseline)
         console.print(f"wrote new baseline {baseline} ({len(cur.cases)} cases)", markup=False)
@@ -68,6 +70,16 @@ def run_compare(
         console.print(f"updated baseline {baseline} from {current}", markup=False)
         return EXIT_OK
     return comparison.exit_code
+
+
+def _refuse_disturbed_baseline(cur: Snapshot) -> None:
+    """A baseline every later run is judged against must not hold figures that read low."""
+    bad = [c for c in cur.cases if c.host_memory_disturbed]
+    if bad:
+        raise HarnessError(
+            f"{cur.source}: not written as a baseline: {len(bad)} case(s) measured under memory pressure "
+            f"({bad[0].case_name}: {bad[0].host_memory_disturbed})"
+        )
 
 
 # The committed policy, used when --policy is not given and the file is there (run from a checkout).

@@ -191,10 +191,23 @@ def _metric_verdicts(
         if policy.kind == "time" and None not in machines and machines[0] != machines[1]:
             status, change = NOT_COMPARABLE, None
             detail = f"steps timed on different hardware ({machines[0]} vs {machines[1]})"
+        if policy.kind == "memory" and name.startswith("host"):
+            status, detail = _memory_disturbance(status, detail, base, cur)
         out.append(
             Verdict(cur.case_name, cur.case_id, name, status, policy.kind, policy.gate, b, c, change, detail)
         )
     return out
+
+
+def _memory_disturbance(status: str, detail: str, base: CaseMetrics, cur: CaseMetrics) -> tuple[str, str]:
+    """A host figure measured while the kernel reclaimed the case's pages reads low: on the current side
+    it cannot vouch for "unchanged" or "improved" (a regression it still shows is real); on the baseline
+    side a regression may be the baseline's low reading, which the detail says."""
+    if cur.host_memory_disturbed and status in (UNCHANGED, IMPROVED):
+        return INSUFFICIENT, f"current run disturbed: {cur.host_memory_disturbed}"
+    if base.host_memory_disturbed and status == REGRESSED:
+        return status, f"{detail}; the baseline's figure was disturbed ({base.host_memory_disturbed})"
+    return status, detail
 
 
 def _unmatched(case: CaseMetrics, other_by_name: Mapping[str, CaseMetrics], side: str) -> Verdict:

@@ -37,6 +37,9 @@ class CaseMetrics:
     # The machine that ran the case (`node` of the record: CPU model and GPUs). Step times measured on
     # different hardware are not comparable, whatever the executor.
     hardware: str | None = None
+    # Why the case's host memory figures were disturbed (the kernel reclaimed its pages under memory
+    # pressure, case_runner.file_reclaim_fields), or None: such figures read low, never "unchanged".
+    host_memory_disturbed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,14 @@ def case_metrics(record: dict[str, Any], names: Iterable[str]) -> CaseMetrics:
         metrics={k: v for k, v in metrics.items() if v is not None},
         timing_source=_str_or_none(record.get("timing_source")),
         hardware=hardware_of(record),
+        host_memory_disturbed=_memory_disturbance(record),
     )
+
+
+def _memory_disturbance(record: dict[str, Any]) -> str | None:
+    if record.get("host_memory_disturbed") is not True:
+        return None
+    return str(record.get("host_memory_disturbed_reason") or "host memory disturbed")
 
 
 def hardware_of(record: dict[str, Any]) -> str | None:

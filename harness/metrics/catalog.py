@@ -295,6 +295,43 @@ SECTIONS: tuple[Section, ...] = (
                 ),
             ),
             M(
+                "host_file_rss_drop_bytes",
+                "bytes",
+                (
+                    "largest `phases.<phase>.host_file_rss_drop_bytes` over `build`, `warmup`, `measured`:"
+                    " file-backed pages the kernel took from the case while it ran. RSS falls with them "
+                    "although the case freed nothing, so host figures above base can read low by up to "
+                    "this much (0 on a machine with memory to spare)"
+                ),
+                measured="parent sampler",
+                absent=(
+                    "`null` where `/proc` is missing and for multi-rank cases (the sampler sees the "
+                    "launcher, not the ranks); absent for unsupported cases"
+                ),
+            ),
+            M(
+                "host_memory_disturbed",
+                "bool",
+                (
+                    "`true` when `host_file_rss_drop_bytes` exceeds 1 MiB "
+                    "(`case_runner.DISTURBED_FILE_RSS_DROP_BYTES`, the gate's absolute memory tolerance): "
+                    "the host figures measure the machine's memory pressure as much as the case. "
+                    "`harness compare` does not call such a figure unchanged (docs/gate.md)"
+                ),
+                measured="parent",
+                absent=(
+                    "`null` where `/proc` is missing and for multi-rank cases (the sampler sees the "
+                    "launcher, not the ranks); absent for unsupported cases"
+                ),
+            ),
+            M(
+                "host_memory_disturbed_reason",
+                "text",
+                "how much the kernel reclaimed, and in which phase",
+                measured="parent",
+                absent="`null` when the host figures were not disturbed",
+            ),
+            M(
                 "host_peak_method",
                 "text",
                 (
@@ -328,6 +365,17 @@ SECTIONS: tuple[Section, ...] = (
                 "highest sampled RSS during the phase",
                 measured="parent sampler",
                 absent="`null` when the phase got no sample",
+            ),
+            M(
+                "phases.<phase>.host_file_rss_drop_bytes",
+                "bytes",
+                (
+                    "largest fall, during the phase, of the case's file-backed resident pages below their "
+                    "highest level since the imports (statm `shared`: RssFile + RssShmem): the kernel "
+                    "reclaiming library code and mapped files under memory pressure from other work"
+                ),
+                measured="parent sampler, `/proc/<pid>/statm` with each RSS sample",
+                absent="`null` for `startup` and where `/proc` is missing",
             ),
             M(
                 "phases.<phase>.duration_s",

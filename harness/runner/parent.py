@@ -36,6 +36,7 @@ class Phase:
     t_end_s: float = 0.0
     host_rss_peak_bytes: int | None = None
     host_rss_sampled_peak_bytes: int | None = None
+    host_file_rss_drop_bytes: int | None = None
     gpu: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -43,6 +44,7 @@ class Phase:
             "host_rss_start_bytes": self.host_rss_start_bytes,
             "host_rss_peak_bytes": self.host_rss_peak_bytes,
             "host_rss_sampled_peak_bytes": self.host_rss_sampled_peak_bytes,
+            "host_file_rss_drop_bytes": self.host_file_rss_drop_bytes,
             "duration_s": round(self.t_end_s - self.t_start_s, 6),
             **self.gpu,
         }
@@ -219,7 +221,7 @@ def _on_mark(msg: dict[str, Any], phases: list[Phase], pid: int, sampler: Sample
 
 
 def _close(phase: Phase, pid: int, sampler: Sampler) -> None:
-    sampled, _gpu = sampler.take_phase_max()
+    sampled, _gpu, phase.host_file_rss_drop_bytes = sampler.take_phase_max()
     phase.host_rss_sampled_peak_bytes = sampled or None
     hwm = procmem.hwm_bytes(pid)
     # Where the kernel gives no high-water mark, the sampled peak is the best figure (and says so).

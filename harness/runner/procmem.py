@@ -44,6 +44,21 @@ def rss_bytes(pid: int) -> int | None:
         return None
 
 
+def rss_and_file_bytes(pid: int) -> tuple[int, int] | None:
+    """(resident set size, its file-backed and shared part: statm's `shared`, RssFile + RssShmem); None
+    once the process is gone or where /proc is absent. The file-backed part is library code and mapped
+    files: pages the kernel may drop under memory pressure and read back later, which moves RSS without
+    the process allocating or freeing anything."""
+    if not HAVE_PROC:
+        return None
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            fields = f.read().split()
+        return int(fields[1]) * PAGE_SIZE, int(fields[2]) * PAGE_SIZE
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
 def hwm_bytes(pid: int) -> int | None:
     """The kernel's resident high-water mark since the process start or the last reset (Linux only)."""
     kib = _status_kib(pid, b"VmHWM:") if HAVE_PROC else None

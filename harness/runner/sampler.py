@@ -112,6 +112,11 @@ class Sampler(threading.Thread):
         self._lock = threading.Lock()
         self._phase_max = 0
         self._phase_gpu_max = (0, 0)
+        # File-backed resident pages since the imports: their highest level and the largest fall below it
+        # seen in this phase. A fall is the kernel reclaiming the case's pages (memory pressure on the
+        # machine): RSS then drops with no free by the case, and a figure above base reads low.
+        self._file_high: int | None = None
+        self._phase_file_drop = 0
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -119,7 +124,8 @@ class Sampler(threading.Thread):
             self._halt.wait(self.interval_s)
 
     def sample_now(self) -> int | None:
-        rss = procmem.rss_bytes(self.pid)
+        both = procmem.rss_and_file_bytes(self.pid)
+        rss, file = both if both is not None else (procmem.rss_bytes(self.pid), None)
         if rss is None:
             return None
         gpu = self.nvml.sample({self.pid}) if self.nvml else None
@@ -128,6 +134,9 @@ class Sampler(threading.Thread):
             s.t_s.append(time.monotonic() - self.t0)
             s.host_rss_bytes.append(rss)
             self._phase_max = max(self._phase_max, rss)
+            if file is not None and self.base_bytes is not None:
+                self._file_high = max(self._file_high or 0, file)
+                self._phase_file_drop = max(self._phase_file_drop, self._file_high - file)
             if gpu is not None:
                 s.gpu_process_bytes.append(gpu[0])
                 s.gpu_device_bytes.append(gpu[1])
@@ -146,13 +155,16 @@ class Sampler(threading.Thread):
             procmem.kill_group(self.pid)
         return rss
 
-    def take_phase_max(self) -> tuple[int, tuple[int, int] | None]:
-        """Highest RSS (and GPU figures) since the last call; starts the next phase's maxima."""
+    def take_phase_max(self) -> tuple[int, tuple[int, int] | None, int | None]:
+        """Highest RSS (and GPU figures) since the last call, and the largest fall of file-backed RSS
+        below its level since the imports (None before the imports or without /proc); starts the next
+        phase's maxima."""
         self.sample_now()
         with self._lock:
             host, gpu = self._phase_max, self._phase_gpu_max
-            self._phase_max, self._phase_gpu_max = 0, (0, 0)
-        return host, (gpu if self.nvml else None)
+            drop = self._phase_file_drop if self._file_high is not None else None
+            self._phase_max, self._phase_gpu_max, self._phase_file_drop = 0, (0, 0), 0
+        return host, (gpu if self.nvml else None), drop
 
     def stop(self) -> None:
         self._halt.set()
