@@ -21,7 +21,17 @@ from harness import metrics
 from harness.errors import HarnessError
 from harness.metrics.record import flatten
 from harness.report.gate import gated_memory_metrics
-from harness.report.tidy import DISTURBED_MARK, is_missing, quality_cell, savings, tidy, time_ratio_detail
+from harness.report.tidy import (
+    DISTURBED_MARK,
+    MEMORY_DISTURBED_NOTE,
+    cell_mark,
+    is_missing,
+    memory_disturbed,
+    quality_cell,
+    savings,
+    tidy,
+    time_ratio_detail,
+)
 
 # Below this console width the table uses short headers and prints a legend.
 WIDE = 120
@@ -62,11 +72,9 @@ def _cells(r: pd.Series) -> list[str]:
     for col in COLUMNS:
         if col.metric == "quality_delta":
             cells.append(quality_cell(r["quality_delta"], r["quality_noise"]))
-        elif col.metric == "step_time_ratio" and not is_missing(r[col.metric]):
-            cells.append(
-                metrics.get(col.metric).show(r[col.metric])
-                + time_ratio_detail({str(k): v for k, v in r.items()})[0]
-            )
+        elif not is_missing(r[col.metric]):
+            mark = cell_mark(col.metric, {str(k): v for k, v in r.items()})[0]
+            cells.append(metrics.get(col.metric).show(r[col.metric]) + mark)
         else:
             cells.append(metrics.get(col.metric).show(r[col.metric]))
     return cells
@@ -107,18 +115,21 @@ def legend(frame: pd.DataFrame, gated: Collection[str], wide: bool) -> list[str]
     }
     disturbed = any(time_ratio_detail({str(k): v for k, v in r.items()})[0] for _, r in frame.iterrows())
     busy = f"'{DISTURBED_MARK}' = step times disturbed by other work on the machine (read CPU time)"
+    pressed = any(memory_disturbed({str(k): v for k, v in r.items()}) for _, r in frame.iterrows())
+    low = f"'{DISTURBED_MARK}' on P = {MEMORY_DISTURBED_NOTE}"
+    notes = [*([busy] if disturbed else []), *([low] if pressed else [])]
     if wide:
         return [
             f"tensor peak = {tensor}{mark['tensor_peak_bytes']}; process peak = {process}"
             f"{mark['process_peak_bytes']}; '=' = a quality change inside its interval or noise band"
-            + (f"; {busy}" if disturbed else "")
+            + "".join(f"; {n}" for n in notes)
         ]
     return [
         f"T   tensor peak, MiB: {tensor}{mark['tensor_peak_bytes']}",
         f"P   process peak, MiB: {process}{mark['process_peak_bytes']}",
         "ms  step time median, ms;  x  case / baseline (t x: step time)",
         "dQ  quality change vs baseline, nats; '=' inside its interval or noise band",
-        *([busy] if disturbed else []),
+        *notes,
     ]
 
 

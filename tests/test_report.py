@@ -472,3 +472,24 @@ def test_a_disturbed_step_time_ratio_is_marked_with_why_and_its_interval(tmp_pat
     assert "disturbed by other work on the machine" in page
     md = build_report([run], tmp_path / "r.md", "md").read_text()
     assert "| 1.27~ |" in md and "step times disturbed by other work" in md
+
+
+def test_a_baseline_measured_under_memory_pressure_marks_every_host_ratio_against_it(tmp_path):
+    """A baseline whose host figures the kernel lowered (host_memory_disturbed) makes every host ratio
+    against it doubtful: the cells carry `~`, the hover names whose figure and how much."""
+    recs = smoke_records()
+    why = "the kernel reclaimed 3.0 MiB of the case's file-backed pages in build (memory pressure ...)"
+    base = next(r for r in recs if r["techniques_name"] == "baseline" and r["workload_name"] == "train")
+    base.update(host_memory_disturbed=True, host_memory_disturbed_reason=why)
+    run = write_run(tmp_path, recs)
+    page = build_report([run], tmp_path / "r.html", "html").read_text()
+    marked = re.findall(r'<td data-v="[^"]*" title="disturbed: ([^"]*)">[^<]*~</td>', page)
+    train = [r for r in recs if r["workload_name"] == "train" and r["status"] == "ok"]
+    with_ratio = [r for r in train if r is not base and r.get("host_rss_peak_above_base_bytes") is not None]
+    # the baseline's own figure and its 1.00 ratio, and each other case's ratio against it
+    assert len(marked) == 2 + len(with_ratio), marked
+    assert all("reclaimed 3.0 MiB" in m for m in marked)
+    assert any(m.startswith("baseline: ") for m in marked)
+    assert "on a memory figure: host memory read low" in page
+    md = build_report([run], tmp_path / "r.md", "md").read_text()
+    assert "`~` on a memory figure: host memory read low" in md

@@ -72,3 +72,17 @@ def test_a_disturbed_step_time_ratio_is_marked_and_explained() -> None:
     assert "'~' = step times disturbed by other work on the machine" in text
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
     assert "'~'" not in render(80)  # nothing disturbed: no mark, no legend line
+
+
+def test_a_host_figure_read_under_memory_pressure_is_marked_and_explained() -> None:
+    """The kernel took the case's pages while it ran: its process peak and that ratio read low."""
+    recs = records()
+    why = "the kernel reclaimed 2.2 MiB of the case's file-backed pages in warmup (memory pressure ...)"
+    recs[2].update(host_memory_disturbed=True, host_memory_disturbed_reason=why)
+    out = io.StringIO()
+    print_summary(recs, Console(file=out, width=160, force_terminal=False), gated=frozenset())
+    text = out.getvalue()
+    row = next(line for line in text.splitlines() if line.startswith(" sdpa_attention"))
+    assert "330.0~" in row and "0.82~" in row  # the figure and its ratio; the tensor side has none
+    assert "'~' on P = host memory read low: the kernel took the case's pages" in " ".join(text.split())
+    assert "~" not in next(line for line in text.splitlines() if line.startswith(" activation"))

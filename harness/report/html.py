@@ -20,7 +20,16 @@ from harness import metrics
 from harness.metrics import Metric
 from harness.metrics.record import flatten
 from harness.report.figures import Titled
-from harness.report.tidy import DISTURBED_MARK, groups, is_missing, records, time_ratio_detail
+from harness.report.tidy import (
+    DISTURBED_MARK,
+    MEMORY_DISTURBED_NOTE,
+    cell_mark,
+    groups,
+    is_missing,
+    memory_disturbed,
+    records,
+    time_ratio_detail,
+)
 from harness.results.load import run_env
 
 RENDER_STATUS_ID = "harness-render-status"
@@ -126,8 +135,8 @@ def _metric_td(metric: Metric, row: Mapping[str, Any]) -> str:
         return _text(value)
     if is_missing(value):
         return '<td data-v="">-</td>'
-    if metric.name == "step_time_ratio":
-        mark, detail = time_ratio_detail(row)
+    mark, detail = cell_mark(metric.name, row)
+    if detail:
         return f'<td data-v="{float(value)!r}" title="{esc(detail)}">{esc(metric.show(value))}{mark}</td>'
     return f'<td data-v="{float(value)!r}">{esc(metric.show(value))}</td>'
 
@@ -172,6 +181,10 @@ def _column_note(rows: pd.DataFrame, gated: Collection[str]) -> str:
             f"<b>{DISTURBED_MARK}</b> on a step-time ratio: the case's or its baseline's times were "
             "disturbed by other work on the machine (hover for why, the 95 % interval and the CPU-time "
             "ratio)"
+        )
+    if any(memory_disturbed(r) for r in records(rows)):
+        parts.append(
+            f"<b>{DISTURBED_MARK}</b> on a memory figure: {MEMORY_DISTURBED_NOTE} (hover for how much)"
         )
     return "<ul class='note'>" + "".join(f"<li>{p}</li>" for p in parts) + "</ul>"
 

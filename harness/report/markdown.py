@@ -10,7 +10,17 @@ import pandas as pd
 
 from harness.metrics import Metric
 from harness.report.html import savings_columns
-from harness.report.tidy import DISTURBED_MARK, groups, is_missing, quality_cell, records, time_ratio_detail
+from harness.report.tidy import (
+    DISTURBED_MARK,
+    MEMORY_DISTURBED_NOTE,
+    cell_mark,
+    groups,
+    is_missing,
+    memory_disturbed,
+    quality_cell,
+    records,
+    time_ratio_detail,
+)
 
 
 def cell(value: Any) -> str:
@@ -23,9 +33,10 @@ def cell(value: Any) -> str:
 def _value(metric: Metric, r: dict[str, Any]) -> str:
     if metric.name == "quality_delta":
         return quality_cell(r["quality_delta"], r["quality_noise"])
-    if metric.name == "step_time_ratio" and not is_missing(r[metric.name]):
-        return metric.show(r[metric.name]) + time_ratio_detail(r)[0]
-    return cell(r[metric.name]) if metric.kind == "label" else metric.show(r[metric.name])
+    if metric.kind == "label":
+        return cell(r[metric.name])
+    shown = metric.show(r[metric.name])
+    return shown if is_missing(r[metric.name]) else shown + cell_mark(metric.name, r)[0]
 
 
 def _note(r: dict[str, Any]) -> str:
@@ -67,8 +78,10 @@ def _sources(saved: pd.DataFrame, gated: Collection[str]) -> str:
         marked = [f"`{n}`" + (" (gated)" if n in gated else "") for n in names]
         parts.append(f"{label} = {', '.join(marked) or 'not measured'}")
     disturbed = any(time_ratio_detail(r)[0] for r in records(saved))
+    pressed = any(memory_disturbed(r) for r in records(saved))
     return (
         "; ".join(parts)
         + ". Ratios are case / baseline; `=`: a quality change inside its noise band."
         + (f" `{DISTURBED_MARK}`: step times disturbed by other work on the machine." if disturbed else "")
+        + (f" `{DISTURBED_MARK}` on a memory figure: {MEMORY_DISTURBED_NOTE}." if pressed else "")
     )

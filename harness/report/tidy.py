@@ -122,6 +122,7 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
         "step_time_vs_baseline_ci95_high_ratio",
         "step_cpu_time_vs_baseline_ratio",
         "step_time_disturbed_reason",
+        "host_memory_disturbed_reason",  # ... and whether memory pressure lowered its host figures
     ):
         out[name] = row.get(name)
     out["node_host"] = row.get("node.host")  # which machine ran it (an executor's node)
@@ -219,6 +220,7 @@ def _saving_row(case: dict[str, Any], base: dict[str, Any] | None) -> dict[str, 
         _quality_noise(case["quality_metric"], base["quality"]) if quality_pair and base else None
     )
     row.update(_paired_quality(case))
+    row["baseline_host_memory_disturbed_reason"] = base.get("host_memory_disturbed_reason") if base else None
     peak_comparable = not ok_base or (base is not None and base["peak_metric"] == case["peak_metric"])
     row["baseline_note"] = _baseline_note(base, peak_comparable)
     if case.get("baseline_ratios_comparable") is False:  # a ratio of unlike cases is never shown
@@ -251,6 +253,33 @@ def time_ratio_detail(row: Mapping[str, Any]) -> tuple[str, str]:
             0, "disturbed" + (f" ({why})" if not is_missing(why) and why else " (this case or its baseline)")
         )
     return (DISTURBED_MARK if disturbed else ""), "; ".join(parts)
+
+
+def cell_mark(name: str, row: Mapping[str, Any]) -> tuple[str, str]:
+    """(mark, explanation) for a table cell of metric `name`: a step-time ratio's (time_ratio_detail),
+    or `~` on a host memory figure (or its ratio) that memory pressure lowered (the case's or, for a
+    ratio, its baseline's: host_memory_disturbed); ("", "") for every other cell."""
+    if name == "step_time_ratio":
+        return time_ratio_detail(row)
+    figure = name.removesuffix("_bytes").removesuffix("_ratio")
+    if figure not in ("process_peak", "peak") or not str(row.get(f"{figure}_metric") or "").startswith(
+        "host"
+    ):
+        return "", ""
+    sides = [("", row.get("host_memory_disturbed_reason"))]
+    if name.endswith("_ratio"):
+        sides.append(("baseline: ", row.get("baseline_host_memory_disturbed_reason")))
+    whys = [f"{who}{why}" for who, why in sides if not is_missing(why) and why]
+    return (DISTURBED_MARK, "disturbed: " + "; ".join(whys)) if whys else ("", "")
+
+
+def memory_disturbed(row: Mapping[str, Any]) -> bool:
+    """Whether any host memory cell of the row carries the memory-pressure mark (cell_mark)."""
+    cells = ("process_peak_bytes", "process_peak_ratio", "peak_bytes", "peak_ratio")
+    return any(cell_mark(name, row)[0] for name in cells)
+
+
+MEMORY_DISTURBED_NOTE = "host memory read low: the kernel took the case's pages under memory pressure"
 
 
 def _paired_quality(case: dict[str, Any]) -> dict[str, Any]:
@@ -288,6 +317,7 @@ SAVINGS_COLUMNS = [
     "quality_delta",
     "quality_noise",
     "baseline_note",
+    "baseline_host_memory_disturbed_reason",
 ]
 
 
