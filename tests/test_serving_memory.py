@@ -165,7 +165,7 @@ matrix:
 MiB = 2**20
 
 
-def _undisturbed_serving_run(suite: Path, tmp_path: Path, attempts: int = 3) -> dict[str, dict]:
+def _undisturbed_serving_run(suite: Path, tmp_path: Path, attempts: int = 3) -> dict[str, dict[str, Any]]:
     """The suite's records from a run whose host figures no memory pressure disturbed. The kernel can
     take a case's library pages while it runs (seen on CI: a serving figure 6 MiB low); the record says
     so (`host_memory_disturbed`), and such a run is repeated, as the gate does, not judged."""
