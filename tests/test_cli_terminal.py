@@ -56,3 +56,25 @@ def test_eta_from_the_mean_time_per_case():
         now[0] = 100.0
         bar.advance(task)  # one case in 100 s, two to go
         assert str(EtaColumn().render(bar.tasks[0])) == "ETA 0:03:20"
+
+
+def test_a_reader_that_stops_early_ends_the_listing_quietly(tmp_path) -> None:
+    """`harness list SUITE | head -1`: the reader closed the pipe; no error line, exit 141 as git's."""
+    import subprocess
+    import sys
+
+    # 1500 cases: a listing well past the pipe's 64 KiB buffer, so the write after `head` left must fail.
+    workloads = "\n".join(f"  w{n}: {{kind: infer, batch_size: {n}, seq_len: 8}}" for n in range(1, 1501))
+    suite = tmp_path / "many.yaml"
+    suite.write_text(
+        "version: 1\nmodels:\n  m: {size: ci}\nworkloads:\n" + workloads + "\ntechniques:\n  baseline: []\n"
+        "matrix:\n  - {model: [m], techniques: [baseline], workload: ["
+        + ", ".join(f"w{n}" for n in range(1, 1501))
+        + "]}\n"
+    )
+    cmd = f"'{sys.executable}' -m harness list '{suite}' | head -1"
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.stdout.count("\n") == 1 and "m/w1/baseline" in proc.stdout
+    assert proc.stderr == "" and proc.returncode == 141, proc.stderr

@@ -87,6 +87,11 @@ def child_env(case: CaseSpec, memory_pass: bool) -> dict[str, str]:
     return env
 
 
+def prestart_memory_server(case: CaseSpec) -> None:
+    """Start the fork server a memory pass of `case` will use, without waiting for its imports."""
+    forkserver.prestart(child_env(case, True), os.getcwd())
+
+
 def run_pass(
     case: CaseSpec,
     work_dir: Path,
