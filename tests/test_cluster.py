@@ -122,7 +122,9 @@ def test_ray_records_match_local_ones(cluster: str, tmp_path: Path) -> None:
         assert rec["status"] == "ok" and rec["node"]["ray_node_id"]
         assert rec["breakdown"]["tensor_peak_bytes"] == a[cid]["breakdown"]["tensor_peak_bytes"]
         drift = abs(rec["host_rss_peak_above_base_bytes"] - a[cid]["host_rss_peak_above_base_bytes"])
-        assert drift <= max(2**20, 0.005 * a[cid]["host_rss_peak_above_base_bytes"])  # the gate's A/A policy
+        pressed = [r["host_memory_disturbed_reason"] for r in (rec, a[cid]) if r["host_memory_disturbed"]]
+        # the gate's A/A policy, on figures no memory pressure lowered (those the gate does not judge)
+        assert pressed or drift <= max(2**20, 0.005 * a[cid]["host_rss_peak_above_base_bytes"]), pressed
         assert (
             next((tmp_path / "r").iterdir()) / rec["timeline_file"]
         ).is_file()  # shipped back from the node
