@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import xml.etree.ElementTree as ET
@@ -214,6 +215,16 @@ def test_policy_overrides_per_suite_and_ungated_metrics(tmp_path):
         ("metrics:\n  host_rss_peak_above_base_bytes: {tolerance: 3}\n", "tolerance"),
         ("metrics:\n  my_metric: {rel: 0.1}\n", "needs `kind`"),
         ("version: 2\n", "version"),
+        # Tolerances that would switch the gate off (NaN, inf) or make every case regress (negative).
+        ("metrics:\n  final_loss: {rel: .nan}\n", "final_loss.quality.rel: Input should be a finite number"),
+        ("metrics:\n  breakdown.tensor_peak_bytes: {rel: .inf}\n", "rel: Input should be a finite number"),
+        (
+            "metrics:\n  host_rss_peak_above_base_bytes: {abs_bytes: -1}\n",
+            "abs_bytes: .*greater than or equal",
+        ),
+        ("metrics:\n  step_time_s: {min_samples: 0}\n", "min_samples: .*greater than or equal to 1"),
+        ("metrics:\n  step_time_s: {threshold: -5}\n", "threshold: .*greater than or equal to 0"),
+        ("metrics:\n  step_time_s: {confidence: 1.5}\n", "confidence: .*less than 1"),
     ],
 )
 def test_policy_files_are_strict(tmp_path, text, match):
@@ -343,4 +354,45 @@ def test_update_baseline_refuses_a_run_measured_under_memory_pressure(tmp_path):
         HarnessError, match=rf"not written as a baseline: 1 case\(s\).*{records[2]['case_name']}"
     ):
         run_compare(baseline, run, update_baseline=True, console=Console(quiet=True))
+    assert not baseline.exists()
+
+
+def test_a_baseline_that_judges_nothing_never_passes(tmp_path):
+    """An empty baseline, or one whose cases hold no figures, would make every case "new": nothing was
+    compared, so nothing passed (exit 3); a figure that is no number, or an unknown status, is a broken
+    file (exit 3 with the case named)."""
+    run = write_run(tmp_path / "r", smoke_records())
+    baseline = tmp_path / "b.json"
+    quiet = Console(quiet=True)
+    assert run_compare(baseline, run, update_baseline=True, console=quiet) == 0
+    good = json.loads(baseline.read_text())
+    for name, mutate in {
+        "empty": lambda b: b.update(cases=[]),
+        "no metrics": lambda b: [c.update(metrics={}) for c in b["cases"]],
+    }.items():
+        data = json.loads(json.dumps(good))
+        mutate(data)
+        bad = tmp_path / f"{name}.json"
+        bad.write_text(json.dumps(data))
+        assert run_compare(bad, run, console=quiet) == 3, name
+    for field, value in (("metrics", {MEM: "11600028"}), ("metrics", {MEM: True}), ("status", "weird")):
+        data = json.loads(json.dumps(good))
+        data["cases"][0][field] = value
+        bad = tmp_path / "broken.json"
+        bad.write_text(json.dumps(data))
+        out = io.StringIO()
+        assert run_compare(bad, run, console=Console(file=out, width=300)) == 3, (field, value)
+        assert "cases[0] is not a baseline case" in out.getvalue()
+
+
+def test_update_baseline_refuses_a_run_that_did_not_end(tmp_path):
+    """A run stopped after 3 of its cases must not become a 3-case baseline (the gate would shrink)."""
+    records = smoke_records()
+    interrupted = write_run(tmp_path / "r", records[:3], make_manifest(ended_at=None, case_count=6))
+    short = write_run(tmp_path / "s", records[:3], make_manifest("run-s", case_count=6))
+    baseline = tmp_path / "b.json"
+    with pytest.raises(HarnessError, match=r"not written as a baseline: the run did not end .*--resume"):
+        run_compare(baseline, interrupted, update_baseline=True, console=Console(quiet=True))
+    with pytest.raises(HarnessError, match=r"not written as a baseline: 3 records of 6 cases"):
+        run_compare(baseline, short, update_baseline=True, console=Console(quiet=True))
     assert not baseline.exists()

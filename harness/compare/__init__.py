@@ -73,7 +73,10 @@ def run_compare(
 
 
 def _refuse_disturbed_baseline(cur: Snapshot) -> None:
-    """A baseline every later run is judged against must not hold figures that read low."""
+    """A baseline every later run is judged against must not hold figures that read low, nor only part
+    of its suite."""
+    if cur.incomplete:
+        raise HarnessError(f"{cur.source}: not written as a baseline: {cur.incomplete}")
     bad = [c for c in cur.cases if c.host_memory_disturbed]
     if bad:
         raise HarnessError(

@@ -29,6 +29,8 @@ from harness.errors import EXIT_FAILED, EXIT_INSUFFICIENT, EXIT_OK
 REGRESSED, IMPROVED, UNCHANGED = stats.REGRESSED, stats.IMPROVED, stats.UNCHANGED
 NEW, MISSING, NOT_COMPARABLE = "new", "missing", "not comparable"
 FAILED, INSUFFICIENT = "failed", "insufficient data"
+# The verdicts of a figure that was compared.
+JUDGED = (REGRESSED, FAILED, IMPROVED, UNCHANGED)
 STATUSES = (REGRESSED, FAILED, INSUFFICIENT, NOT_COMPARABLE, NEW, MISSING, IMPROVED, UNCHANGED)
 
 # Environment fields that change what memory and time measure; the rest are shown only.
@@ -265,6 +267,12 @@ def compare(
     ]
     if not verdicts:
         verdicts.append(_run_verdict("nothing to compare: neither side holds a case"))
+    elif not any(v.gated and v.status in JUDGED and v.kind != "case" for v in verdicts):
+        # No figure compared (an empty baseline, or one without figures, makes every one "new"; a case
+        # still unsupported on both sides has none): nothing was judged, so nothing passed.
+        verdicts.append(
+            _run_verdict("nothing was judged: no case of the current run has a gated figure in the baseline")
+        )
     return Comparison(base, cur, verdicts, diff, allow_env_change)
 
 

@@ -37,8 +37,8 @@ class MemoryPolicy(_Strict):
 
     kind: Literal["memory"] = "memory"
     gate: bool = True
-    abs_bytes: int = MiB  # one allocator arena: the granularity memray saw between identical runs
-    rel: float = 0.005  # above process RSS noise (~0.4 %), below the +1 % a gate must catch
+    abs_bytes: int = Field(default=MiB, ge=0)  # one allocator arena: memray's granularity between runs
+    rel: float = Field(default=0.005, ge=0, allow_inf_nan=False)  # above RSS noise (~0.4 %), below +1 %
 
 
 class TimePolicy(_Strict):
@@ -46,11 +46,11 @@ class TimePolicy(_Strict):
 
     kind: Literal["time"] = "time"
     gate: bool = True
-    threshold: float = 0.05
-    min_samples: int = 3  # per side; fewer gives "insufficient data", not a guess
-    confidence: float = 0.95
-    resamples: int = 2000
-    seed: int = 0
+    threshold: float = Field(default=0.05, ge=0, allow_inf_nan=False)
+    min_samples: int = Field(default=3, ge=1)  # per side; fewer gives "insufficient data", not a guess
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    resamples: int = Field(default=2000, ge=100)
+    seed: int = Field(default=0, ge=0)
 
 
 class QualityPolicy(_Strict):
@@ -58,8 +58,8 @@ class QualityPolicy(_Strict):
 
     kind: Literal["quality"] = "quality"
     gate: bool = True
-    abs_tol: float = 1e-5
-    rel: float = 1e-4  # torchtune's rtol for "this technique leaves the loss unchanged"
+    abs_tol: float = Field(default=1e-5, ge=0, allow_inf_nan=False)
+    rel: float = Field(default=1e-4, ge=0, allow_inf_nan=False)  # torchtune's rtol: "loss unchanged"
 
 
 MetricPolicy = Annotated[MemoryPolicy | TimePolicy | QualityPolicy, Field(discriminator="kind")]

@@ -50,6 +50,9 @@ class Snapshot:
     run: dict[str, Any] = field(default_factory=dict)  # run_id, commit, started_at of the run it came from
     # What could not be read from the source: the comparison cannot vouch for a run it only half read.
     problems: tuple[str, ...] = ()
+    # Why a run is not whole (stopped before it ended, or fewer records than cases), or None: a baseline
+    # must not be written from it.
+    incomplete: str | None = None
 
     def by_id(self) -> dict[str, CaseMetrics]:
         return {c.case_id: c for c in self.cases}
@@ -123,7 +126,17 @@ def snapshot_of_run(run: Run, names: Iterable[str]) -> Snapshot:
     origin = {"run_id": run.run_id, "commit": env.get("commit"), "started_at": env.get("started_at")}
     cases = [case_metrics(r, names) for r in run.records]
     problems = tuple(f"{run.run_dir}: {p}" for p in run.problems)
-    return Snapshot(str(run.run_dir), _env_only(env), cases, origin, problems)
+    return Snapshot(str(run.run_dir), _env_only(env), cases, origin, problems, incomplete=_incomplete(run))
+
+
+def _incomplete(run: Run) -> str | None:
+    manifest = run.manifest
+    expected = manifest.get("case_count")
+    if not manifest.get("ended_at"):
+        return "the run did not end (interrupted or still running: finish it with `harness run --resume`)"
+    if isinstance(expected, int) and len(run.records) < expected:
+        return f"{len(run.records)} records of {expected} cases"
+    return None
 
 
 def _env_only(env: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +174,10 @@ def read_baseline(path: Path) -> Snapshot:
     return Snapshot(str(path), env, cases, run, tuple(problems))
 
 
+# What a record's `status` can be (harness/metrics/catalog.py).
+RECORD_STATUSES = ("ok", "oom", "timeout", "error", "unsupported")
+
+
 def _baseline_case(raw: Any) -> CaseMetrics:
     if not isinstance(raw, dict) or not isinstance(raw.get("case_id"), str):
         raise ValueError("a mapping with a case_id is expected")
@@ -168,6 +185,13 @@ def _baseline_case(raw: Any) -> CaseMetrics:
     if not isinstance(metrics, dict):
         raise ValueError("metrics is not a mapping")
     values = {str(k): stored_value(v) for k, v in metrics.items()}
+    # A value the file holds but that is no number (a string, true) is a broken file, not "not measured":
+    # read as absent it would make every figure of the case "new", which passes.
+    broken = [k for k, v in metrics.items() if v is not None and values[str(k)] is None]
+    if broken:
+        raise ValueError(f"metrics.{broken[0]} is {metrics[broken[0]]!r}, not a number")
+    if raw.get("status") not in RECORD_STATUSES:
+        raise ValueError(f"status {raw.get('status')!r} is not one of {', '.join(RECORD_STATUSES)}")
     return CaseMetrics(**{**raw, "metrics": {k: v for k, v in values.items() if v is not None}})
 
 

@@ -225,7 +225,9 @@ def _memory_fields(mem: PassResult, nvml: Nvml | None) -> dict[str, Any]:
         "host_rss_peak_above_base_bytes": peak - base if peak is not None and base is not None else None,
         "host_rss_sampled_peak_bytes": max(sampled) if sampled else None,
         "host_peak_method": "vmhwm" if HAVE_PROC else "sampled",
-        **file_reclaim_fields(phases),
+        # A pass that did not end ok was killed or crashed: the kernel unmapping its pages as it exits is
+        # no pressure from outside, and its figures are no measurement to doubt.
+        **file_reclaim_fields(phases if mem.status == "ok" else {}),
     }
     out.update(_gpu_fields(phases, mem, nvml))
     out.update(achieved_interval(mem.samples, mem.sample_interval_s))
