@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -14,4 +15,5 @@ def size_bytes(text: str) -> int | None:
     m = _SIZE.fullmatch(text)
     if m is None or m.group(2).lower() not in UNITS:
         return None
-    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+    value = float(m.group(1)) * UNITS[m.group(2).lower()]
+    return int(value) if math.isfinite(value) else None  # 1e400 overflows to inf: no size

@@ -52,6 +52,8 @@ def test_budgets_parse_units_host_and_devices():
         (["--budget", "-1GiB"], "cannot be negative"),  # as typed: not argparse's "expected one argument"
         (["--budget", "1GiB", "--max", "-4"], "must be positive"),
         (["--budget", "lots"], "not a size"),
+        (["--budget", "1e400"], "not a size"),  # overflows a float: no OverflowError traceback
+        (["--budget", "1e400GiB"], "not a size"),
         (["--axis", "depth"], "not a fit axis"),
         ([], "give --budget"),
     ],
@@ -98,9 +100,13 @@ matrix:
 """
 
 
+def _fit_run(run_root: Path) -> Path:
+    (run,) = [p for p in run_root.iterdir() if (p / "fit.jsonl").is_file()]  # beside suites, other runs
+    return run
+
+
 def _lines(run_root: Path) -> list[dict[str, Any]]:
-    run = next(run_root.iterdir())
-    return [json.loads(x) for x in (run / "fit.jsonl").read_text().splitlines()]
+    return [json.loads(x) for x in (_fit_run(run_root) / "fit.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
@@ -112,10 +118,26 @@ def test_a_budget_nothing_fits_is_an_answer_and_resume_reasks_nothing(write_suit
     lines = _lines(tmp_path)
     assert [r["record_kind"] for r in lines] == ["fit_probe", "fit_answer"]
     assert lines[0]["status"] in ("ok", "oom") and lines[0]["fits"] is False
-    run_dir = next(tmp_path.iterdir())
+    run_dir = _fit_run(tmp_path)
     again = run_cli("fit", str(suite), "--budget", "1MiB", "--resume", str(run_dir))
     assert again.returncode == 0, again.stderr
     assert len(_lines(tmp_path)) == 2  # nothing re-asked
+    # Its answers hold for its own questions only: another ceiling, another suite, or a measurement run
+    # is refused in one line, and nothing is written.
+    other = write_suite(SUITE.replace("TECHS", "[baseline, activation_checkpointing]"), "other.yaml")
+    for args, says in (
+        (["--max", "64", "--resume", str(run_dir)], "a fit run asked otherwise (maximum 0 there, 64 now)"),
+        (["--resume", str(run_dir)], "not of this suite file"),
+    ):
+        refused = run_cli("fit", str(other if "not of" in says else suite), "--budget", "1MiB", *args)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+        assert refused.stderr.count("\n") == 1
+    measured = run_cli("run", str(suite), "--results", str(tmp_path / "m"))
+    refused = run_cli(
+        "fit", str(suite), "--budget", "1MiB", "--resume", str(next((tmp_path / "m").iterdir()))
+    )
+    assert refused.returncode == 2 and "not a fit run" in refused.stderr, measured.stderr + refused.stderr
+    assert len(_lines(tmp_path)) == 2
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.errors import EXIT_OK
+from harness.errors import EXIT_OK, HarnessError
 
 
 def add_parser(sub: Any) -> None:
@@ -38,7 +38,6 @@ def add_parser(sub: Any) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from harness.console import table_console
-    from harness.errors import HarnessError
     from harness.fit.budget import check_axis, parse_budgets
     from harness.fit.run import FIT_FILE, FitLog, FitOptions, Prober, fit_one
     from harness.fit.view import fit_markdown, fit_table
@@ -51,10 +50,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.maximum < 0:
         raise HarnessError(f"--max {args.maximum}: the axis ceiling must be positive, e.g. --max 256")
     suite = load_suite(args.suite)
+    # What the answers depend on: a resumed fit run must have asked the same questions of the same suite.
+    asked = {"fit_axis": axis, "fit_maximum": args.maximum, "fit_estimate": bool(args.estimate)}
     if args.resume:
-        store = RunStore.open_existing(args.resume)
+        store = RunStore.open_existing(args.resume, suite.sha256)
+        _check_resumable(args.resume, store.manifest(), asked)
     else:
-        store = RunStore.create(args.results, f"{suite.name}-fit", {"suite": suite.name, "kind": "fit"})
+        manifest = {"suite": suite.name, "suite_sha256": suite.sha256, "kind": "fit", **asked}
+        store = RunStore.create(args.results, f"{suite.name}-fit", manifest)
     log = FitLog(store.path / FIT_FILE)
     prober = Prober(store.path, store.run_id, log)
     opts = FitOptions(axis=axis, maximum=args.maximum, estimate=args.estimate)
@@ -78,3 +81,15 @@ def _combinations(cases: list[Any]) -> list[Any]:
     for c in cases:
         seen.setdefault(f"{c.model_name}/{c.workload_name}/{c.techniques_name}", c)
     return list(seen.values())
+
+
+def _check_resumable(path: Any, manifest: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Only a fit run, of the same axis, ceiling and method, is resumed: its answers are then this call's."""
+    if manifest.get("kind") != "fit":
+        raise HarnessError(
+            f"{path}: not a fit run (a `harness run` directory?); resume the folder `fit` made"
+        )
+    differs = [f"{k.removeprefix('fit_')} {manifest.get(k)!r} there, {v!r} now" for k, v in asked.items()
+               if manifest.get(k) != v]  # fmt: skip
+    if differs:
+        raise HarnessError(f"{path}: a fit run asked otherwise ({'; '.join(differs)}); repeat its options")
