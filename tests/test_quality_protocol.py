@@ -108,3 +108,15 @@ def test_two_held_out_draws_agree_within_their_intervals(trained) -> None:
     assert paired_difference(same, same)["quality_change"] == NO_CHANGE
     self_cmp = compare_models(model, model, batches)
     assert self_cmp["top1_agreement_ci_low_fraction"] == 1.0
+
+
+def test_a_diverged_model_has_no_quality_verdict_but_a_reason() -> None:
+    """A loss that went to NaN (sgd at lr 1e30) is no "no measurable change": the verdict is absent and
+    the reason says whose loss is not finite."""
+    nan, inf = float("nan"), float("inf")
+    out = paired_difference([5.5, nan, 5.4], [5.5, 5.6, 5.4])
+    assert "quality_change" not in out and "quality_delta_nats" not in out
+    assert out["quality_delta_unavailable_reason"] == "the case's held-out loss is not finite (diverged)"
+    out = paired_difference([5.5, 5.6], [inf, 5.6])
+    assert out["quality_delta_unavailable_reason"] == "the baseline's held-out loss is not finite (diverged)"
+    assert paired_difference([5.5, 5.6], [5.5, 5.6])["quality_change"] == "no measurable change"

@@ -86,3 +86,23 @@ def test_a_host_figure_read_under_memory_pressure_is_marked_and_explained() -> N
     assert "330.0~" in row and "0.82~" in row  # the figure and its ratio; the tensor side has none
     assert "'~' on P = host memory read low: the kernel took the case's pages" in " ".join(text.split())
     assert "~" not in next(line for line in text.splitlines() if line.startswith(" activation"))
+
+
+def test_a_case_that_failed_shows_no_figures_and_no_ratios() -> None:
+    """Memory until a crash is no result: a failed case's 330 MiB would read as a 0.82x saving."""
+    recs = records()
+    recs[2].update(status="error", error="build: RuntimeError: shapes do not match")
+    out = io.StringIO()
+    print_summary(recs, Console(file=out, width=160, force_terminal=False), gated=frozenset())
+    row = next(line for line in out.getvalue().splitlines() if line.startswith(" sdpa_attention"))
+    assert "error" in row and "330.0" not in row and "0.82" not in row
+    assert set(row.split()[2:]) == {"-"}, row
+
+
+def test_a_diverged_case_says_so_beside_its_row() -> None:
+    recs = records()
+    sdpa = next(r for r in recs if r["techniques_name"] == "sdpa_attention")
+    sdpa["loss"] = [5.5, float("nan"), float("nan")]
+    out = io.StringIO()
+    print_summary(recs, Console(file=out, width=160, force_terminal=False), gated=frozenset())
+    assert "sdpa_attention: diverged: the last step's loss is not finite" in out.getvalue()

@@ -13,6 +13,7 @@ with these batches (`quality_change` = "no measurable change"), and the number m
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -58,6 +59,9 @@ def paired_difference(case: Sequence[float], base: Sequence[float]) -> dict[str,
     if len(case) != len(base) or not case:
         return {"quality_delta_unavailable_reason": f"{len(case)} case vs {len(base)} baseline batches"}
     diffs = [a - b for a, b in zip(case, base, strict=True)]
+    if not all(math.isfinite(d) for d in diffs):  # a diverged model (loss NaN/inf): no difference to state
+        side = "the case's" if not all(math.isfinite(a) for a in case) else "the baseline's"
+        return {"quality_delta_unavailable_reason": f"{side} held-out loss is not finite (diverged)"}
     mean, low, high = bootstrap_mean_interval(diffs)
     return {
         "quality_delta_nats": mean,

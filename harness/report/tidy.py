@@ -103,6 +103,10 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
     ] == BASELINE
     out["baseline_key"] = _baseline_key(row)
     out["final_loss"] = record.value("final_loss")
+    # Kept apart: tables turn NaN into "missing", and a diverged loss is a finding, not a gap.
+    out["final_loss_not_finite"] = isinstance(out["final_loss"], float) and not math.isfinite(
+        out["final_loss"]
+    )
     tensor, process = record.tensor_peak(), record.process_peak()
     out["tensor_peak_bytes"], out["tensor_peak_metric"] = tensor.value, tensor.metric
     out["process_peak_bytes"], out["process_peak_metric"] = process.value, process.metric
@@ -200,8 +204,14 @@ def _ratio(num: Any, den: Any) -> float | None:
 
 
 def _saving_row(case: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
-    ok_base = base is not None and base["status"] == "ok"
+    # Figures of a case that did not end ok (memory until it crashed, a step or two) are no result: a
+    # 5 MiB peak of a case that failed in its build would read as a 0.19x saving.
+    ok_base = base is not None and base["status"] == "ok" and case["status"] == "ok"
     row = dict(case)
+    if case["status"] != "ok":
+        for name in ("tensor_peak_bytes", "process_peak_bytes", "peak_bytes", "step_time_s_median",
+                     "tokens_per_s", "quality"):  # fmt: skip
+            row[name] = None
     for figure in ("tensor_peak", "process_peak", "peak"):
         same = ok_base and base is not None and base[f"{figure}_metric"] == case[f"{figure}_metric"]
         row[f"{figure}_ratio"] = (
@@ -223,6 +233,8 @@ def _saving_row(case: dict[str, Any], base: dict[str, Any] | None) -> dict[str, 
     row["baseline_host_memory_disturbed_reason"] = base.get("host_memory_disturbed_reason") if base else None
     peak_comparable = not ok_base or (base is not None and base["peak_metric"] == case["peak_metric"])
     row["baseline_note"] = _baseline_note(base, peak_comparable)
+    if case.get("final_loss_not_finite") is True:  # ok as a run, yet no model to use
+        row["baseline_note"] = "diverged: the last step's loss is not finite"
     if case.get("baseline_ratios_comparable") is False:  # a ratio of unlike cases is never shown
         for name in ("tensor_peak_ratio", "process_peak_ratio", "peak_ratio", "step_time_ratio",
                      "tokens_per_s_ratio"):  # fmt: skip
