@@ -28,7 +28,7 @@ from rich.text import Text
 from harness import __version__
 from harness.catalog import add_commands as add_catalog_commands
 from harness.console import table_console
-from harness.errors import EXIT_FAILED, EXIT_OK, HarnessError
+from harness.errors import EXIT_FAILED, EXIT_OK, HarnessError, check_writable
 from harness.logs import quiet_third_party_logs
 
 OK_STATUSES = ("ok", "unsupported")
@@ -75,6 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.summary import print_summary
 
     suite = load_suite(args.suite)
+    if args.report:
+        check_writable(args.report, "--report", folder_ok=True)
     resume_done = 0
     if args.resume:  # checked before anything starts, so a wrong path is one line and nothing else
         from harness.results.store import RunStore
@@ -141,6 +143,7 @@ def _executor(args: argparse.Namespace) -> Any:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import build_report
 
+    check_writable(args.out, "-o", folder_ok=True)
     print(build_report(args.paths, args.out, args.format, args.policy))
     return EXIT_OK
 
@@ -148,6 +151,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.compare import run_compare
 
+    for path, option in ((args.junit, "--junit"), (args.md, "--md"), (args.json_out, "--json")):
+        if path is not None:
+            check_writable(path, option)
     return run_compare(
         args.baseline,
         args.current,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -59,3 +60,23 @@ def write_text_file(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as e:
         raise HarnessError(f"{path}: cannot write ({e.strerror or e}); choose a writable path") from None
+
+
+def check_writable(path: Path, option: str, folder_ok: bool = False) -> None:
+    """Before any work: an output the user named can be written (its folder, or the nearest one that
+    exists, takes a file), so a long run does not end in "cannot write". One line, exit 2, otherwise."""
+    import tempfile
+
+    if path.is_dir() and not folder_ok:
+        raise HarnessError(f"{option} {path}: is a folder; give a file name")
+    folder = path if path.is_dir() or (folder_ok and not path.suffix) else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".harness-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise HarnessError(
+            f"{option} {path}: cannot write in {folder} ({e.strerror or e}); choose a writable path"
+        ) from None

@@ -17,7 +17,9 @@ from harness.cli import main
 from harness.errors import SuiteError
 from harness.models.config import SIZES, ConfigValueError
 from harness.suite.load import MAX_CASES, load_suite
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
+
+BASELINE = "results/baselines/smoke-cpu.json"
 
 GOOD = """\
 version: 1
@@ -206,3 +208,26 @@ def test_every_mistake_in_one_techniques_options_gets_its_line(tmp_path):
     assert code == 2
     keys = sorted(line.split(": ")[3] for line in lines)
     assert keys == ["techniques.lo[0].lora.bogus", "techniques.lo[0].lora.rank"], lines
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["run", "suites/smoke.yaml", "--report", "/proc/r.html"],
+            "--report /proc/r.html: cannot write in /proc",
+        ),
+        (["report", "results/baselines", "-o", "/proc/x/y.html"], "-o /proc/x/y.html: cannot write in /proc"),
+        (["compare", BASELINE, BASELINE, "--md", "/proc/x.md"], "--md /proc/x.md: cannot write in /proc"),
+        (["compare", BASELINE, BASELINE, "--junit", "tests"], "--junit tests: is a folder"),
+        (
+            ["fit", "suites/fit.yaml", "--budget", "1GiB", "--md", "/proc/f.md"],
+            "--md /proc/f.md: cannot write",
+        ),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(args, says):
+    """Not after a whole run: checked first, one line, exit 2, nothing run."""
+    proc = run_cli(*args, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and says in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert "results:" not in proc.stdout  # no case ran

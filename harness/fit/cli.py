@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.errors import EXIT_OK, HarnessError
+from harness.errors import EXIT_OK, HarnessError, check_writable, write_text_file
 
 
 def add_parser(sub: Any) -> None:
@@ -45,6 +45,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from harness.runner.preflight import detect_environment, unsupported_reason
     from harness.suite.load import load_suite
 
+    if args.md:
+        check_writable(args.md, "--md")
     axis = check_axis(args.axis)
     budgets = parse_budgets(args.budget, args.device)
     if args.maximum < 0:
@@ -69,7 +71,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             answers.append(fit_one(case, budget, opts, prober, cannot))
     table_console().print(fit_table(answers, [b.name for b in budgets]))
     if args.md:
-        args.md.write_text(fit_markdown(answers, [b.name for b in budgets]))
+        write_text_file(args.md, fit_markdown(answers, [b.name for b in budgets]))
     probes = sum(1 for r in log.lines if r["record_kind"] == "fit_probe")
     print(f"fit: {log.path}  ({len(answers)} answers, {probes} probes)")
     return EXIT_OK
