@@ -129,6 +129,23 @@ BAD = {
     ),
     "no function": ('{factory: "harness.models.example_factory:biuld"}', "defines no 'biuld'", "'build'"),
     "bad target": ('{factory: "harness.models.example_factory"}', "expected 'module:function'", "mypkg"),
+    # What transformers would refuse only at build time (a traceback cut to one line by then).
+    "heads do not divide the width": (
+        "{hf: llama-3.2-1b, hidden_size: 64, num_attention_heads: 3, num_key_value_heads: 3}",
+        "models.m.num_attention_heads: hidden_size 64 is not a multiple of num_attention_heads 3",
+        "choose heads",
+    ),
+    "kv heads do not divide the heads": (
+        "{hf: qwen2.5-0.5b, hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 3}",
+        "models.m.num_key_value_heads: num_key_value_heads 3 does not divide num_attention_heads 4",
+        "divisor",
+    ),
+    "gpt2 heads do not divide the width": (
+        "{hf: gpt2, n_embd: 64, n_head: 3}",
+        "models.m.n_head: n_embd 64 is not a multiple of n_head 3",
+        "choose heads",
+    ),
+    "no layers": ("{hf: gpt2, n_layer: 0}", "models.m.n_layer: must be a positive whole number", "got 0"),
     "factory key": (
         '{factory: "harness.models.example_factory:build", kwarg: {}}',
         "models.m.kwarg",

@@ -167,3 +167,37 @@ def test_workload_fit_is_decided_by_the_workloads_trait():
     # A new workload that does not train (say, generation) is covered with no edit to the technique.
     assert techreg.instantiate("dynamic_int8", None).workload_reason("generate", trains=False) is None
     assert "train" in str(techreg.instantiate("zero1", None).workload_reason("distill", trains=True))
+
+
+def test_gqa_kv_heads_that_do_not_divide_the_model_s_heads_are_unsupported_before_a_process(write_suite):
+    """kv_heads 3 on a 4-head model: said from the config, with the divisor to choose, not a shape error
+    at run time; a divisor runs (no reason)."""
+    from harness.runner.preflight import unsupported_reason
+    from harness.suite.load import load_suite
+    from harness.techniques.base import Environment
+
+    suite = load_suite(
+        write_suite(
+            """\
+            version: 1
+            models:
+              ci: {size: ci}
+              qwen: {hf: qwen2.5-0.5b, num_hidden_layers: 1, hidden_size: 64, intermediate_size: 128,
+                     num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 256}
+            workloads: {w: {kind: infer, batch_size: 1, seq_len: 16}}
+            techniques:
+              gqa3: [{grouped_query_attention: {kv_heads: 3}}]
+              gqa2: [{grouped_query_attention: {kv_heads: 2}}]
+            matrix: {model: [ci, qwen], workload: [w], techniques: [gqa3, gqa2]}
+            """
+        )
+    )
+    env = Environment(cuda_available=False)
+    reasons = {c.name: unsupported_reason(c, env) for c in suite.cases}
+    heads = {"ci": 4, "qwen": 4}
+    for model, n in heads.items():
+        assert reasons[f"{model}/w/gqa3"] == (
+            f"grouped_query_attention: kv_heads 3 does not divide the model's {n} K/V heads; "
+            f"choose a divisor of {n}"
+        )
+        assert reasons[f"{model}/w/gqa2"] is None

@@ -246,7 +246,9 @@ def resolve_preset(preset: str, overrides: dict[str, Any]) -> HfModelConfig:
         )
     family, base = PRESETS[preset]
     _check_fields(family, overrides)
-    return HfModelConfig(family=family, config={**base, **overrides}, preset=preset)
+    cfg = HfModelConfig(family=family, config={**base, **overrides}, preset=preset)
+    _check_shape(cfg)
+    return cfg
 
 
 def resolve_file(path: Path, overrides: dict[str, Any]) -> HfModelConfig:
@@ -272,7 +274,9 @@ def resolve_file(path: Path, overrides: dict[str, Any]) -> HfModelConfig:
     config = {k: v for k, v in raw.items() if k not in _IGNORED_FILE_KEYS}
     _check_fields(family, config, where=f"{path}: ")
     _check_fields(family, overrides)
-    return HfModelConfig(family=family, config={**config, **overrides})
+    cfg = HfModelConfig(family=family, config={**config, **overrides})
+    _check_shape(cfg, where=f"{path}: " if not overrides else "")
+    return cfg
 
 
 def _check_fields(family: str, values: dict[str, Any], where: str = "") -> None:
@@ -288,6 +292,40 @@ def _check_fields(family: str, values: dict[str, Any], where: str = "") -> None:
         default = FIELDS[family].get(ALIASES[family].get(key, key))
         if not _same_kind(default, value):
             raise HfEntryError(key, f"{where}expected {type(default).__name__} (got {value!r})")
+
+
+# Per family: (layers, width, heads, kv heads, head_dim, feed-forward) field names; None where it has none.
+_SHAPE_KEYS = {
+    "gpt2": ("n_layer", "n_embd", "n_head", None, None, "n_inner"),
+    **dict.fromkeys(
+        ("llama", "mistral", "qwen2"),
+        ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+         "intermediate_size"),
+    ),
+}  # fmt: skip
+
+
+def _check_shape(cfg: HfModelConfig, where: str = "") -> None:
+    """What transformers would refuse only when the model is built (a traceback cut to its first line by
+    then), said when the suite is read: positive sizes, heads that divide the width (Mistral and Qwen2
+    need not with head_dim given) and K/V heads that divide the heads."""
+    if cfg.family not in _SHAPE_KEYS:
+        return
+    m = cfg.merged()
+    layers, width, heads, kv, head_dim, ffn = _SHAPE_KEYS[cfg.family]
+    for key in (layers, width, heads, kv, head_dim, ffn, "vocab_size"):
+        value = m.get(key) if key else None
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise HfEntryError(str(key), f"{where}must be a positive whole number (got {value!r})")
+    # Llama's config checks the split even with head_dim given, GPT-2's attention when it is built.
+    free_head_dim = (
+        cfg.family in ("mistral", "qwen2") and head_dim is not None and m.get(head_dim) is not None
+    )
+    if not free_head_dim and m[width] % m[heads]:
+        why = f"{width} {m[width]} is not a multiple of {heads} {m[heads]}; choose heads that divide it"
+        raise HfEntryError(heads, where + why)
+    if kv is not None and m.get(kv) is not None and m[heads] % m[kv]:
+        raise HfEntryError(kv, f"{where}{kv} {m[kv]} does not divide {heads} {m[heads]}; choose a divisor")
 
 
 def _same_kind(default: Any, value: Any) -> bool:

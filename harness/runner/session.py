@@ -9,7 +9,7 @@ from __future__ import annotations
 from harness import techniques as techreg
 from harness import workloads as wlreg
 from harness.case import CaseSpec
-from harness.models.source import family_of, source_kind
+from harness.models.source import family_of, kv_heads_of, source_kind
 from harness.techniques.base import Context, Technique
 from harness.workloads.base import Session
 
@@ -26,6 +26,7 @@ def context_for(case: CaseSpec, rank: int = 0, world_size: int = 1) -> Context:
         world_size=world_size,
         model_source=source_kind(case.model),
         model_family=family_of(case.model),
+        model_kv_heads=kv_heads_of(case.model),
     )
 
 

@@ -88,6 +88,7 @@ class Context:
     # part a source lacks say so in `unsupported_reason`, before a process is spent.
     model_source: str = "builtin"
     model_family: str = "builtin"
+    model_kv_heads: int | None = None  # key/value heads per layer (None: a factory module, unknown)
 
 
 LossFn = Callable[["nn.Module", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]

@@ -50,6 +50,9 @@ class GroupedQueryAttention(Technique):
     def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
         if ctx.model_family == "gpt2":  # known before the case runs: no process spent on it
             return "GPT-2 keeps q, k, v in one fused c_attn projection; K/V heads pool in separate k/v_proj"
+        heads, kv = ctx.model_kv_heads, self.config.kv_heads
+        if heads is not None and heads % kv:
+            return f"kv_heads {kv} does not divide the model's {heads} K/V heads; choose a divisor of {heads}"
         return None
 
     def transform_model(self, model: nn.Module, ctx: Context) -> nn.Module:
