@@ -37,6 +37,35 @@ def test_search_nothing_fits_and_undecided():
     assert broken.largest == 2 and broken.undecided
 
 
+def test_search_starts_at_the_smallest_value_the_case_can_take(write_suite):
+    """A generate case on the seq_len axis holds its new tokens and at least one prompt token: the search
+    never asks below that (a probe at 1 could only fail for a reason that is not memory)."""
+    from harness.fit.run import axis_minimum
+
+    result = largest_fitting(lambda v: v <= 40, maximum=100, minimum=5)
+    assert min(v for v, _ in result.probed) == 5 and result.largest == 40 and result.first_failing == 41
+    nothing = largest_fitting(lambda v: False, maximum=100, minimum=5)
+    assert (nothing.largest, nothing.first_failing, nothing.probed) == (0, 5, [(5, False)])
+    suite = load_suite(
+        write_suite(
+            """\
+            version: 1
+            models: {m: {size: ci}}
+            workloads:
+              gen: {kind: generate, batch_size: 1, prompt_len: 8, new_tokens: 4}
+              gen_default: {kind: generate, batch_size: 1, prompt_len: 8}
+              train: {kind: train, batch_size: 1, seq_len: 16}
+            techniques: {b: []}
+            matrix: {model: [m], workload: [gen, gen_default, train], techniques: [b]}
+            """
+        )
+    )
+    by = {c.workload_name: c for c in suite.cases}
+    assert axis_minimum(by["gen"], "seq_len") == 5 and axis_minimum(by["gen"], "batch_size") == 1
+    assert axis_minimum(by["gen_default"], "seq_len") == 33  # the default 32 new tokens
+    assert axis_minimum(by["train"], "seq_len") == 1
+
+
 def test_budgets_parse_units_host_and_devices():
     b = parse_budgets(["24GiB,200MiB", "host"], ["h100-80gb"])
     assert [x.bytes for x in b[:2]] == [24 * 2**30, 200 * 2**20]

@@ -47,6 +47,16 @@ def axis_maximum(case: CaseSpec, axis: str, requested: int | None) -> int:
     return requested or 4096
 
 
+def axis_minimum(case: CaseSpec, axis: str) -> int:
+    """The smallest value the case can take on the axis: a generate case's sequence holds its prompt
+    (at least one token) and its new tokens; everything else starts at 1."""
+    if axis != "seq_len" or case.workload_kind != "generate":
+        return 1
+    from harness.workloads.generate import GenerateConfig
+
+    return GenerateConfig.model_validate(case.workload).new_tokens + 1
+
+
 class FitLog:
     """fit.jsonl: every probe and answer, in order; read back on resume."""
 
@@ -271,14 +281,15 @@ def fit_one(
         fits: bool | None = probes[v]["fits"]
         return fits
 
-    result = largest_fitting(probe, maximum // step)
+    lowest = axis_minimum(case, opts.axis)
+    result = largest_fitting(probe, maximum // step, lowest)
     answer.update(
         # nothing answered at 1 is no answer, not "does not fit at 1"
         largest=None if result.undecided and result.largest == 0 else result.largest * step,
         first_failing=result.first_failing * step if result.first_failing else result.first_failing,
         at_axis_maximum=result.at_axis_max,
         probes=[v * step for v, _ in result.probed],
-        reason=_reason(result, probes, step),
+        reason=_reason(result, probes, step, lowest),
     )
     at = probes.get(result.largest, {})
     answer["tokens_per_s"] = at.get("tokens_per_s")
@@ -300,13 +311,13 @@ def batch_step(case: CaseSpec, axis: str) -> int:
     return max(1, ranks_needed(case))
 
 
-def _reason(result: Any, probes: dict[int, dict[str, Any]], step: int = 1) -> str | None:
+def _reason(result: Any, probes: dict[int, dict[str, Any]], step: int = 1, lowest: int = 1) -> str | None:
     if result.undecided:
         v, _ = result.probed[-1]
         why = f"{probes[v]['status']}: {probes[v].get('error')}"
-        return why if v == 1 else f"probe at {v * step} could not answer: {why}"
+        return why if v == lowest else f"probe at {v * step} could not answer: {why}"
     if result.largest == 0:
-        p = probes.get(1, {})
+        p = probes.get(lowest, {})
         over = f"peak {p.get('peak_bytes')} > {p.get('budget_bytes')}"
-        return f"does not fit at {step} ({p.get('status')}, {over})"
+        return f"does not fit at {lowest * step} ({p.get('status')}, {over})"
     return None

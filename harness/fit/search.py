@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class SearchResult:
-    largest: int  # 0: does not fit at 1
+    largest: int  # 0: does not fit at the minimum
     first_failing: int | None  # the smallest value known not to fit; None: the axis maximum fits
     probed: list[tuple[int, bool | None]] = field(default_factory=list)
     undecided: bool = False  # a probe could not answer; `largest` is the last known fit
@@ -22,7 +22,9 @@ class SearchResult:
         return self.first_failing is None and not self.undecided
 
 
-def largest_fitting(probe: Callable[[int], bool | None], maximum: int) -> SearchResult:
+def largest_fitting(probe: Callable[[int], bool | None], maximum: int, minimum: int = 1) -> SearchResult:
+    """From `minimum` (the smallest value the case can take: 1, or a generate case's new tokens + 1 on
+    the seq_len axis) up to `maximum`."""
     result = SearchResult(largest=0, first_failing=None)
 
     def ask(v: int) -> bool | None:
@@ -32,11 +34,11 @@ def largest_fitting(probe: Callable[[int], bool | None], maximum: int) -> Search
             result.undecided = True
         return answer
 
-    first = ask(1)
+    first = ask(minimum)
     if not first:
-        result.first_failing = 1 if first is False else None
+        result.first_failing = minimum if first is False else None
         return result
-    lo, hi = 1, None
+    lo, hi = minimum, None
     while hi is None:  # grow: 1, 2, 4, ... until a value fails or the axis maximum fits
         if lo >= maximum:
             result.largest = lo

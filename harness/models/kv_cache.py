@@ -180,7 +180,10 @@ def storage_bytes(cache: Any) -> int:
     for layer in getattr(cache, "layers", []):
         for t in _tensors(vars(layer)):
             st = t.untyped_storage()
-            seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+            # The storage object's own address, not its data pointer: a fake tensor (the estimate) has no
+            # data, and torch warns that reading its pointer is a bug.
+            key = st._cdata
+            seen[key] = max(seen.get(key, 0), st.nbytes())
     return sum(seen.values())
 
 
