@@ -220,6 +220,7 @@ def test_generate_session_reports_latency_throughput_kv_bytes_and_quality(tmp_pa
         assert f["kv_cache_bytes"] == f["kv_cache_analytic_bytes"] == predict(by[name])["kv_cache_bytes"], (
             name
         )
+        assert f["kv_cache_mismatch_reason"] is None, name
     assert figures["mqa"]["kv_cache_bytes"] * 4 == base["kv_cache_bytes"]
     assert figures["kv4"]["kl_divergence_nats"] > figures["kv8"]["kl_divergence_nats"] > 0
     # intervals over the generated sequences: around the mean, a point for the reference's own model
@@ -280,3 +281,15 @@ def test_cache_techniques_compose_into_one_cache_spec():
     g = generate(decoder_for(model), prompt(), cache_spec(CacheSpec(), techs, CTX), NEW, PLAN, record=True)
     # A static ring of 6 slots: int4 codes (16 bytes per head and token) and 2 fp32 scales each.
     assert g.timeline["kv_cache_bytes"][-1] == 2 * 2 * 2 * 4 * 6 * (16 + 2 * 4)  # layers, k/v, batch, heads
+
+
+def test_a_cache_that_holds_other_than_its_layout_says_is_named() -> None:
+    """transformers' sliding-window layer at window 1 kept every token (now unsupported there): whatever
+    does that next, the record says the two figures disagree instead of printing both."""
+    from harness.workloads.generate import _mismatch
+
+    assert _mismatch(5632, 512) == (
+        "the cache holds 5632 bytes, its layout says 512: it keeps other than the settings ask "
+        "(a library cache that ignores one?)"
+    )
+    assert _mismatch(1024, 1024) is None and _mismatch(1030, 1024) is None  # within 1 %

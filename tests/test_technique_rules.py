@@ -201,3 +201,36 @@ def test_gqa_kv_heads_that_do_not_divide_the_model_s_heads_are_unsupported_befor
             f"choose a divisor of {n}"
         )
         assert reasons[f"{model}/w/gqa2"] is None
+
+
+def test_a_one_token_window_on_a_transformers_model_is_unsupported(write_suite):
+    """transformers' DynamicSlidingWindowLayer keeps keys[-window + 1:]: at window 1 every token. The
+    built-in cache keeps one; a window of 2 is the same on both."""
+    from harness.runner.preflight import unsupported_reason
+    from harness.suite.load import load_suite
+    from harness.techniques.base import Environment
+
+    suite = load_suite(
+        write_suite(
+            """\
+            version: 1
+            models:
+              ci: {size: ci}
+              qwen: {hf: qwen2.5-0.5b, num_hidden_layers: 1, hidden_size: 64, intermediate_size: 128,
+                     num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 256}
+            workloads: {g: {kind: generate, batch_size: 1, prompt_len: 8, new_tokens: 4}}
+            techniques:
+              w1: [{sliding_window_cache: {window: 1}}]
+              w2: [{sliding_window_cache: {window: 2}}]
+            matrix: {model: [ci, qwen], workload: [g], techniques: [w1, w2]}
+            """
+        )
+    )
+    reasons = {c.name: unsupported_reason(c, Environment(cuda_available=False)) for c in suite.cases}
+    assert reasons == {
+        "ci/g/w1": None,
+        "ci/g/w2": None,
+        "qwen/g/w1": "sliding_window_cache: window 1 on a transformers model: its sliding-window cache then "
+        "keeps every token; use 2+",
+        "qwen/g/w2": None,
+    }

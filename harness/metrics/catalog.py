@@ -1325,6 +1325,17 @@ SECTIONS: tuple[Section, ...] = (
                 measured="case process, `models.kv_cache.analytic_bytes`",
                 absent="as `generate_prefill_time_s_median`",
             ),
+            M(
+                "kv_cache_mismatch_reason",
+                "text",
+                (
+                    "set when `kv_cache_bytes` and `kv_cache_analytic_bytes` differ by more than 1 %: the "
+                    "cache holds other than its layout says (a library's cache that ignores a setting), so "
+                    "neither figure should be read as the technique's"
+                ),
+                measured="case process",
+                absent="`null` when the two agree; as `generate_prefill_time_s_median`",
+            ),
             M("kv_cache_layout.layers", "setting", "decoder layers holding a cache", absent="as above"),
             M(
                 "kv_cache_layout.kv_heads",

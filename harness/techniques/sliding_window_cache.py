@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from harness.techniques.base import Context, Phase, Technique, TechniqueConfig
+from harness.techniques.base import Context, Environment, Phase, Technique, TechniqueConfig
 
 if TYPE_CHECKING:
     from harness.analysis.shape import Shape
@@ -31,6 +31,12 @@ class SlidingWindowCache(Technique):
         """Tokens of keys/values kept per layer."""
 
     config: Config
+
+    def unsupported_reason(self, env: Environment, ctx: Context) -> str | None:
+        if ctx.model_source == "hf" and self.config.window < 2:
+            # DynamicSlidingWindowLayer stores keys[-window + 1:]: at window 1 that is [0:], every token.
+            return "window 1 on a transformers model: its sliding-window cache then keeps every token; use 2+"
+        return None
 
     def adjust_prediction(self, shape: Shape) -> str | None:
         shape.kv_window = self.config.window

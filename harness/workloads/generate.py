@@ -255,15 +255,15 @@ def generation_figures(s: GenerateSession) -> dict[str, Any]:
     dtype_bytes = param.element_size() if param.is_floating_point() else 4
     kept = min(s.spec.window, s.max_tokens) if s.spec.window else s.max_tokens
     elt = bytes_per_element(s.spec, lay.head_dim, _kv_dtype_bytes(s, dtype_bytes))
+    analytic = analytic_bytes(lay.layers, lay.kv_heads, lay.head_dim, kept, s.case.batch_size, elt)
     return {
         "generate_prefill_time_s_median": statistics.median(s.prefill_s),
         "generate_decode_token_latency_s_median": statistics.median(tokens),
         "generate_decode_token_latency_s_iqr": iqr(tokens),
         "generate_new_tokens_per_s": s.case.batch_size * s.new_tokens / statistics.median(per_step),
         "kv_cache_bytes": s.kv_bytes,
-        "kv_cache_analytic_bytes": analytic_bytes(
-            lay.layers, lay.kv_heads, lay.head_dim, kept, s.case.batch_size, elt
-        ),
+        "kv_cache_analytic_bytes": analytic,
+        "kv_cache_mismatch_reason": _mismatch(s.kv_bytes, analytic),
         "kv_cache_layout": {
             "layers": lay.layers,
             "kv_heads": lay.kv_heads,
@@ -277,6 +277,16 @@ def generation_figures(s: GenerateSession) -> dict[str, Any]:
         },
         "generate_memory_by_length": _thin(s.timeline),
     }
+
+
+def _mismatch(measured: int, analytic: int) -> str | None:
+    """Why the measured cache is not its layout's arithmetic, when it is not (more than 1 % apart)."""
+    if abs(measured - analytic) <= 0.01 * max(analytic, 1):
+        return None
+    return (
+        f"the cache holds {measured} bytes, its layout says {analytic}: it keeps other than the "
+        "settings ask (a library cache that ignores one?)"
+    )
 
 
 def _kv_dtype_bytes(s: GenerateSession, param_bytes: int) -> int:
