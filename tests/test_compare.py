@@ -396,3 +396,16 @@ def test_update_baseline_refuses_a_run_that_did_not_end(tmp_path):
     with pytest.raises(HarnessError, match=r"not written as a baseline: 3 records of 6 cases"):
         run_compare(baseline, short, update_baseline=True, console=Console(quiet=True))
     assert not baseline.exists()
+
+
+def test_a_baseline_naming_a_case_twice_is_unreadable(tmp_path):
+    run = write_run(tmp_path / "r", smoke_records())
+    baseline = tmp_path / "b.json"
+    quiet = Console(quiet=True)
+    assert run_compare(baseline, run, update_baseline=True, console=quiet) == 0
+    data = json.loads(baseline.read_text())
+    data["cases"].append(dict(data["cases"][0]))
+    baseline.write_text(json.dumps(data))
+    out = io.StringIO()
+    assert run_compare(baseline, run, console=Console(file=out, width=300)) == 3
+    assert f"case {data['cases'][0]['case_id']} appears 2 times" in out.getvalue()

@@ -493,3 +493,10 @@ def test_a_baseline_measured_under_memory_pressure_marks_every_host_ratio_agains
     assert "on a memory figure: host memory read low" in page
     md = build_report([run], tmp_path / "r.md", "md").read_text()
     assert "`~` on a memory figure: host memory read low" in md
+
+
+def test_the_same_run_named_twice_counts_once(tmp_path):
+    run = write_run(tmp_path / "root", smoke_records())
+    once = build_report([run], tmp_path / "once.csv", "csv").read_text().splitlines()
+    twice = build_report([run, run / "results.jsonl", tmp_path / "root"], tmp_path / "twice.csv", "csv")
+    assert twice.read_text().splitlines() == once

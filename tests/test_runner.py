@@ -177,6 +177,8 @@ def test_resume_of_something_that_is_not_a_run(write_suite, tmp_path):
     proc = run_cli("run", str(suite), "--resume", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "not a run directory" in proc.stderr
+    gone = run_cli("run", str(suite), "--resume", str(tmp_path / "no-such-run"))
+    assert gone.returncode == 2 and "no-such-run: does not exist" in gone.stderr
 
 
 def test_crash_is_an_error_result_with_exit_code_and_stderr(write_suite, tmp_path, monkeypatch):

@@ -169,6 +169,10 @@ def read_baseline(path: Path) -> Snapshot:
             cases.append(_baseline_case(raw))
         except (TypeError, KeyError, ValueError) as exc:
             problems.append(f"{path}: cases[{i}] is not a baseline case ({type(exc).__name__}: {exc})"[:300])
+    ids = [c.case_id for c in cases]
+    problems += [
+        f"{path}: case {i} appears {ids.count(i)} times" for i in sorted(set(ids)) if ids.count(i) > 1
+    ]
     env: dict[str, Any] = data["env"] if isinstance(data.get("env"), dict) else {}
     run: dict[str, Any] = data["source"] if isinstance(data.get("source"), dict) else {}
     return Snapshot(str(path), env, cases, run, tuple(problems))

@@ -72,7 +72,12 @@ def run_paths(paths: Sequence[Path | str]) -> list[Path]:
             out.extend(c.parent for c in children)
         else:
             out.append(path)
-    return out
+    # The same run named twice (a folder and its results.jsonl, or a root and a run in it) is one run:
+    # read twice, every case would count twice in the tables.
+    unique: dict[Path, Path] = {}
+    for path in out:
+        unique.setdefault((path.parent if path.name == RESULTS_FILE else path).resolve(), path)
+    return list(unique.values())
 
 
 def results_file(path: Path) -> Path:

@@ -61,6 +61,8 @@ class RunStore:
     def open_existing(cls, path: Path, suite_sha256: str | None = None, *, lock: bool = True) -> RunStore:
         """An earlier run to resume: it must be a run of the same suite file (same sha256) and not in use
         by another runner (with lock=False, only checked: nothing is written)."""
+        if not path.exists():
+            raise HarnessError(f"{path}: does not exist; pass results/<run-id> of an earlier run")
         if not (path / MANIFEST).is_file():
             raise HarnessError(
                 f"{path}: not a run directory (no {MANIFEST}); pass results/<run-id> of an earlier run"
