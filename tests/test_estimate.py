@@ -218,3 +218,20 @@ def test_a_bitsandbytes_case_says_in_one_short_line_why_it_cannot_be_estimated(w
     assert record["status"] == "unsupported", record.get("error")
     assert "bitsandbytes runs its own kernels on real memory" in record["error"]
     assert "\n" not in record["error"] and len(record["error"]) < 160  # not torch's subclass essay
+
+
+def test_against_a_run_of_another_suite_is_refused_in_one_line(write_suite, tmp_path):
+    """Nothing in common to divide: silently printing estimates without ratios would read as "no
+    measurement", so it is refused, before any estimate is spent."""
+    from tests.conftest import run_cli
+    from tests.fixtures_results import smoke_records, write_run
+
+    run = write_run(tmp_path / "r", smoke_records())
+    suite = write_suite(
+        "version: 1\nmodels: {m: {size: ci}}\nworkloads: {w: {kind: train, batch_size: 1, seq_len: 8}}\n"
+        "techniques: {b: []}\nmatrix: {model: [m], workload: [w], techniques: [b]}\n"
+    )
+    proc = run_cli("estimate", str(suite), "--against", str(run), "--results", str(tmp_path / "e"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert f"--against {run}: holds no ok case of {suite}" in proc.stderr
+    assert not (tmp_path / "e").exists()

@@ -30,12 +30,18 @@ def add_parser(sub: Any) -> None:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     from harness.console import table_console
+    from harness.errors import HarnessError
     from harness.estimate import estimate_case
     from harness.results.store import RunStore
     from harness.suite.load import load_suite
 
     suite = load_suite(args.suite)
     measured = _measured(args.against) if args.against else {}
+    if args.against and not measured.keys() & {c.case_id for c in suite.cases}:
+        raise HarnessError(
+            f"--against {args.against}: holds no ok case of {args.suite} (a run of another suite, or of "
+            "an edited one?); measure this suite with `harness run` and pass that run"
+        )
     store = RunStore.create(args.results, f"{suite.name}-estimate", {"suite": suite.name, "kind": "estimate"})
     records = []
     with open(store.path / ESTIMATES, "a") as out:
