@@ -244,7 +244,19 @@ def test_seq_len_on_a_generate_workload_is_refused_with_the_fix(tmp_path):
             "new_tokens: 8}", "new_tokens: 8, seq_len: 9}"
         )
     )
-    with pytest.raises(SuiteError, match=r"workloads\.gen.*prompt_len and new_tokens"):
+    with pytest.raises(
+        SuiteError, match=r"workloads\.gen: seq_len of a generate workload .*prompt_len and new_tokens"
+    ):
+        load_suite(path)
+    # A bad cache names its key and the choices, not pydantic's "value error" and the whole mapping.
+    path.write_text(
+        SUITE.format(workload="gen", techniques="baseline").replace(
+            "new_tokens: 8}", "new_tokens: 8, cache: bogus}"
+        )
+    )
+    with pytest.raises(
+        SuiteError, match=r"workloads\.gen\.cache: 'bogus' is not allowed; expected 'dynamic' or 'static'$"
+    ):
         load_suite(path)
 
 

@@ -575,9 +575,11 @@ def _option_error(label: str, where: str, config_cls: type[BaseModel], err: Any)
         fields = list(config_cls.model_fields)
         choices = allowed(fields) or "(none: this one takes no options)"
         problem = f"unknown key; allowed: {choices}{closest(str(loc[-1]), fields)}"
+    elif err["type"] == "value_error" and not loc:  # the options' own cross-field check: its message
+        problem = str(err["msg"]).removeprefix("Value error, ")
     else:
         problem = _explain(err, loc)
-    return SuiteError(label, f"{where}.{_key_path(loc)}", problem)
+    return SuiteError(label, f"{where}.{_key_path(loc)}" if loc else where, problem)
 
 
 def _points(

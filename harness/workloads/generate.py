@@ -22,7 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -52,7 +52,7 @@ class GenerateConfig(WorkloadConfig):
     """Tokens per prompt (the prefill)."""
     new_tokens: int = Field(default=32, ge=2)
     """Tokens generated per prompt, greedy, fixed length (no stop token)."""
-    cache: str = "dynamic"
+    cache: Literal["dynamic", "static"] = "dynamic"
     """KV-cache storage: dynamic (grown per token) or static (allocated once for the whole length)."""
 
     @model_validator(mode="before")
@@ -60,8 +60,6 @@ class GenerateConfig(WorkloadConfig):
     def _total_length(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        if data.get("cache", "dynamic") not in ("dynamic", "static"):
-            raise ValueError(f"cache must be dynamic or static (got {data['cache']!r})")
         total = int(data.get("prompt_len", 64)) + int(data.get("new_tokens", 32))
         if "seq_len" in data and data["seq_len"] != total:
             raise ValueError(
