@@ -146,6 +146,11 @@ BAD = {
         "choose heads",
     ),
     "no layers": ("{hf: gpt2, n_layer: 0}", "models.m.n_layer: must be a positive whole number", "got 0"),
+    "factory path": (
+        '{factory: "harness.models.example_factory:build", path: /nonexistent}',
+        "models.m.path: /nonexistent is not a folder",
+        "holds the module",
+    ),
     "factory key": (
         '{factory: "harness.models.example_factory:build", kwarg: {}}',
         "models.m.kwarg",

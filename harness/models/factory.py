@@ -100,7 +100,13 @@ def resolve(entry: dict[str, Any], search: list[Path]) -> FactoryModelConfig:
             raise FactoryEntryError(key, f"must be a positive integer (got {value!r})")
     folders = list(search)
     if entry.get("path") is not None:
-        folders.insert(0, Path(str(entry["path"])))
+        folder = Path(str(entry["path"]))
+        folder = folder if folder.is_absolute() or not search else search[0] / folder
+        if not folder.is_dir():
+            raise FactoryEntryError(
+                "path", f"{entry['path']} is not a folder; name the one that holds the module"
+            )
+        folders.insert(0, folder)
     path = check_target(target, folders)
     return FactoryModelConfig(
         target=target,
