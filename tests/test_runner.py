@@ -224,3 +224,23 @@ def test_a_harness_folder_in_the_working_directory_is_not_what_the_case_runs(wri
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (rec,) = records(run_dir_of(tmp_path / "res"))
     assert rec["status"] == "ok"
+
+
+def test_a_case_s_stderr_is_kept_as_its_head_and_tail(tmp_path):
+    """20 MB of a model printing in a loop would be kept whole in the run folder: the first and last
+    256 KiB stay (the first warning, the error), with a line saying how much was cut."""
+    from harness.runner.parent import STDERR_KEEP_BYTES, _cap
+
+    path = tmp_path / "stderr-memory.txt"
+    body = b"first warning\n" + b"x" * (5 * 2**20) + b"\nRuntimeError: the error\n"
+    path.write_bytes(body)
+    _cap(path)
+    kept = path.read_bytes()
+    assert kept.startswith(b"first warning\n") and kept.endswith(b"RuntimeError: the error\n")
+    cut = len(body) - 2 * STDERR_KEEP_BYTES
+    assert f"[harness: {cut} bytes of this stderr cut here]".encode() in kept
+    assert len(kept) < 2 * STDERR_KEEP_BYTES + 100
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"a warning\n")
+    _cap(small)
+    assert small.read_bytes() == b"a warning\n"

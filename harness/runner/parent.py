@@ -255,6 +255,7 @@ def _finish(
     s = sampler.samples
     gpu_proc = max(s.gpu_process_bytes) if s.gpu_process_bytes else None
     gpu_dev = max(s.gpu_device_bytes) if s.gpu_device_bytes else None
+    _cap(stderr_path)
     status, error = _status(rc, timed_out, killed, sampler, child, tail, oom_killed)
     keep_tail = tail if status != "ok" else None
     return PassResult(status, error, child, phases, s, rc, keep_tail, wall, gpu_proc, gpu_dev)
@@ -299,6 +300,26 @@ def _signal_status(signum: int, oom_killed: bool | None) -> tuple[str, str]:
         )
     why = " (not the OOM killer)" if signum == signal.SIGKILL else f" ({name})"
     return "error", f"killed by signal {signum}{why} before it could report"
+
+
+# A case's stderr as kept in its run folder: its head (where a warning first shows) and its tail (where
+# the error is), not 20 MB of a model printing in a loop.
+STDERR_KEEP_BYTES = 256 * 1024
+
+
+def _cap(path: Path, keep: int = STDERR_KEEP_BYTES) -> None:
+    try:
+        size = path.stat().st_size
+        if size <= 2 * keep:
+            return
+        with open(path, "rb") as f:
+            head = f.read(keep)
+            f.seek(size - keep)
+            tail = f.read()
+        cut = f"\n[harness: {size - 2 * keep} bytes of this stderr cut here]\n".encode()
+        path.write_bytes(head + cut + tail)
+    except OSError:
+        return  # the file is the case's own output: never the reason a result is lost
 
 
 def _tail(path: Path, limit: int = 4000) -> str:
