@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -231,3 +232,29 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(args, says)
     proc = run_cli(*args, cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and says in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert "results:" not in proc.stdout  # no case ran
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "says"),
+    [
+        ("models", "m/x", "models.'m/x': a name cannot be or hold '/' (case names join names with '/')"),
+        ("techniques", "b\x1b[31mRED", "techniques.'b\\x1b[31mRED': a name cannot be or hold '\\x1b'"),
+        ("workloads", "  ", "workloads.'  ': a name cannot be or hold nothing but spaces"),
+    ],
+)
+def test_entry_names_that_would_read_as_others_or_reach_the_terminal_are_refused(
+    tmp_path, capsys, section, name, says
+):
+    names = {"models": "m", "workloads": "w", "techniques": "b"} | {section: name}
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "version: 1\n"
+        f"models: {{{json.dumps(names['models'])}: {{size: ci}}}}\n"
+        f"workloads: {{{json.dumps(names['workloads'])}: {{kind: train, batch_size: 1, seq_len: 8}}}}\n"
+        f"techniques: {{{json.dumps(names['techniques'])}: []}}\n"
+        f"matrix: {{model: [{json.dumps(names['models'])}], workload: [{json.dumps(names['workloads'])}], "
+        f"techniques: [{json.dumps(names['techniques'])}]}}\n"
+    )
+    assert main(["validate", str(suite)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err and "\x1b" not in err, err

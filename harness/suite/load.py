@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,9 +366,13 @@ def expand(
     """The suite's cases; every mistake found is added to `found` (raised at once when it is None)."""
     own = found is None
     found = found or _Collect(label)
-    models = _each(found, suite.models, lambda n, e: _model_entry(label, n, e))
-    workloads = _each(found, suite.workloads, lambda n, raw: _workload_config(label, n, raw))
-    combos = _each(found, suite.techniques, lambda n, items: _technique_list(label, n, items))
+    models = _each(found, suite.models, lambda n, e: _model_entry(label, n, e), label, "models")
+    workloads = _each(
+        found, suite.workloads, lambda n, raw: _workload_config(label, n, raw), label, "workloads"
+    )
+    combos = _each(
+        found, suite.techniques, lambda n, items: _technique_list(label, n, items), label, "techniques"
+    )
     _check_combos(label, combos, found)
     named = {"model": models, "workload": workloads, "techniques": combos}
     sections: dict[str, Mapping[str, Any]] = {
@@ -421,15 +426,26 @@ def _expand_block(
         cases.setdefault(case.case_id, case)
 
 
-def _each(found: _Collect, table: Mapping[str, Any], make: Any) -> dict[str, Any]:
+def _each(found: _Collect, table: Mapping[str, Any], make: Any, label: str, section: str) -> dict[str, Any]:
     """make(name, value) for each entry; a refused entry is recorded and left out."""
     out = {}
     for name, value in table.items():
         try:
+            _check_entry_name(label, section, name)
             out[name] = make(name, value)
         except SuiteError as err:
             found.keep(err)
     return out
+
+
+def _check_entry_name(label: str, section: str, name: str) -> None:
+    """A case is named model/workload/techniques and printed on terminals: a `/` would make two cases
+    read alike, a control character would reach the terminal as one (an escape sequence)."""
+    bad = [c for c in name if c == "/" or unicodedata.category(c).startswith("C")]
+    if bad or not name.strip():
+        what = f"{bad[0]!r}" if bad else "nothing but spaces"
+        why = "case names join names with '/'" if "/" in bad else "it is printed in every table"
+        raise SuiteError(label, f"{section}.{name!r}", f"a name cannot be or hold {what} ({why}); rename it")
 
 
 def _check_combos(label: str, combos: dict[str, list[TechniqueSpec]], found: _Collect) -> None:
