@@ -80,6 +80,7 @@ def test_budgets_parse_units_host_and_devices():
         (["--budget=-1GiB"], "cannot be negative"),
         (["--budget", "-1GiB"], "cannot be negative"),  # as typed: not argparse's "expected one argument"
         (["--budget", "1GiB", "--max", "-4"], "must be positive"),
+        (["--budget", "1GiB", "--max", "0"], "must be positive"),  # not a silent 4096
         (["--budget", "lots"], "not a size"),
         (["--budget", "1e400"], "not a size"),  # overflows a float: no OverflowError traceback
         (["--budget", "1e400GiB"], "not a size"),
@@ -155,7 +156,10 @@ def test_a_budget_nothing_fits_is_an_answer_and_resume_reasks_nothing(write_suit
     # is refused in one line, and nothing is written.
     other = write_suite(SUITE.replace("TECHS", "[baseline, activation_checkpointing]"), "other.yaml")
     for args, says in (
-        (["--max", "64", "--resume", str(run_dir)], "a fit run asked otherwise (maximum 0 there, 64 now)"),
+        (
+            ["--max", "64", "--resume", str(run_dir)],
+            "a fit run asked otherwise (maximum default there, 64 now)",
+        ),
         (["--resume", str(run_dir)], "not of this suite file"),
     ):
         refused = run_cli("fit", str(other if "not of" in says else suite), "--budget", "1MiB", *args)

@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
     )
     f.add_argument("--axis", default="batch_size", help="batch_size (default) or seq_len")
     f.add_argument(
-        "--max", type=int, default=0, dest="maximum", help="the axis ceiling (default 4096 / max_seq_len)"
+        "--max", type=int, default=None, dest="maximum", help="the axis ceiling (default 4096 / max_seq_len)"
     )
     f.add_argument(
         "--estimate", action="store_true", help="probe by fake-tensor estimates, then one real probe"
@@ -49,7 +49,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         check_writable(args.md, "--md")
     axis = check_axis(args.axis)
     budgets = parse_budgets(args.budget, args.device)
-    if args.maximum < 0:
+    if args.maximum is not None and args.maximum < 1:
         raise HarnessError(f"--max {args.maximum}: the axis ceiling must be positive, e.g. --max 256")
     suite = load_suite(args.suite)
     # What the answers depend on: a resumed fit run must have asked the same questions of the same suite.
@@ -91,7 +91,11 @@ def _check_resumable(path: Any, manifest: dict[str, Any], asked: dict[str, Any])
         raise HarnessError(
             f"{path}: not a fit run (a `harness run` directory?); resume the folder `fit` made"
         )
-    differs = [f"{k.removeprefix('fit_')} {manifest.get(k)!r} there, {v!r} now" for k, v in asked.items()
-               if manifest.get(k) != v]  # fmt: skip
+
+    def shown(v: Any) -> str:
+        return "default" if v is None else str(v)
+
+    differs = [f"{k.removeprefix('fit_')} {shown(manifest.get(k))} there, {shown(v)} now"
+               for k, v in asked.items() if manifest.get(k) != v]  # fmt: skip
     if differs:
         raise HarnessError(f"{path}: a fit run asked otherwise ({'; '.join(differs)}); repeat its options")

@@ -30,7 +30,7 @@ DEFAULT_BASE_BYTES = 2**30
 @dataclass
 class FitOptions:
     axis: str
-    maximum: int
+    maximum: int | None  # None: the axis default (axis_maximum)
     estimate: bool
 
 
