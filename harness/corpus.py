@@ -167,7 +167,10 @@ def corpus_batches(
     data = (corpus or load_corpus()).split(split)
     if data.numel() < seq_len + 1:
         raise ValueError(
-            f"the {split} split has {data.numel()} bytes, fewer than seq_len + 1 = {seq_len + 1}"
+            f"the corpus's {split} split has {data.numel()} bytes, fewer than the {seq_len + 1} a window "
+            f"of {seq_len} tokens needs (reference training uses {REFERENCE_SEQ}; every tenth "
+            f"{CHUNK_BYTES // 1024} KiB chunk is held out): give a corpus_text_file of at least "
+            f"{10 * CHUNK_BYTES // 1024} KiB"
         )
     gen = torch.Generator().manual_seed(seed)
     offsets = torch.arange(seq_len + 1)
