@@ -212,11 +212,14 @@ def test_policy_overrides_per_suite_and_ungated_metrics(tmp_path):
     ("text", "match"),
     [
         ("version: 1\nmetric: {}\n", "metric"),  # a typo of `metrics`
-        ("metrics:\n  host_rss_peak_above_base_bytes: {tolerance: 3}\n", "tolerance"),
+        (
+            "metrics:\n  host_rss_peak_above_base_bytes: {tolerance: 3}\n",
+            "host_rss_peak_above_base_bytes.tolerance: unknown field; a memory policy takes gate, abs_bytes, rel",
+        ),
         ("metrics:\n  my_metric: {rel: 0.1}\n", "needs `kind`"),
         ("version: 2\n", "version"),
         # Tolerances that would switch the gate off (NaN, inf) or make every case regress (negative).
-        ("metrics:\n  final_loss: {rel: .nan}\n", "final_loss.quality.rel: Input should be a finite number"),
+        ("metrics:\n  final_loss: {rel: .nan}\n", "metrics.final_loss.rel: Input should be a finite number"),
         ("metrics:\n  breakdown.tensor_peak_bytes: {rel: .inf}\n", "rel: Input should be a finite number"),
         (
             "metrics:\n  host_rss_peak_above_base_bytes: {abs_bytes: -1}\n",

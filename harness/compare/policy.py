@@ -65,7 +65,11 @@ class QualityPolicy(_Strict):
 MetricPolicy = Annotated[MemoryPolicy | TimePolicy | QualityPolicy, Field(discriminator="kind")]
 _METRIC = TypeAdapter(MetricPolicy)
 
-_POLICY_OF_GATE = {"memory": MemoryPolicy, "time": TimePolicy, "quality": QualityPolicy}
+_POLICY_OF_GATE: dict[str, type[MemoryPolicy] | type[TimePolicy] | type[QualityPolicy]] = {
+    "memory": MemoryPolicy,
+    "time": TimePolicy,
+    "quality": QualityPolicy,
+}
 
 
 def default_metrics() -> dict[str, MemoryPolicy | TimePolicy | QualityPolicy]:
@@ -109,8 +113,18 @@ def _merge(
         return _METRIC.validate_python({**base, **fields})
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise HarnessError(f"policy: metrics.{name}.{where}: {first['msg']}") from exc
+        loc = [str(p) for p in first["loc"]]
+        where = ".".join(loc[1:] if loc and loc[0] in _POLICY_OF_GATE else loc)  # drop the kind tag
+        msg = str(first["msg"])
+        if first["type"] == "extra_forbidden":
+            kind = str(fields.get("kind") or (current.kind if current is not None else ""))
+            known = (
+                [f for f in _POLICY_OF_GATE[kind].model_fields if f != "kind"]
+                if kind in _POLICY_OF_GATE
+                else []
+            )
+            msg = f"unknown field; a {kind} policy takes {', '.join(known)}" if known else msg
+        raise HarnessError(f"policy: metrics.{name}.{where}: {msg}") from exc
 
 
 def load_policy(path: Path | None) -> PolicyFile:
