@@ -176,7 +176,7 @@ def test_a_budget_nothing_fits_is_an_answer_and_resume_reasks_nothing(write_suit
 @pytest.mark.slow
 def test_estimated_fit_finds_a_boundary_and_checkpointing_fits_more(write_suite, tmp_path: Path):
     suite = write_suite(SUITE.replace("TECHS", "[baseline, activation_checkpointing]"))
-    out = run_cli("fit", str(suite), "--budget", "24MiB", "--estimate", "--results", str(tmp_path))
+    out = run_cli("fit", str(suite), "--budget", "48MiB", "--estimate", "--results", str(tmp_path))
     assert out.returncode == 0, out.stderr
     lines = _lines(tmp_path)
     answers = {r["combination"]: r for r in lines if r["record_kind"] == "fit_answer"}
@@ -186,9 +186,16 @@ def test_estimated_fit_finds_a_boundary_and_checkpointing_fits_more(write_suite,
             for r in lines
             if r["record_kind"] == "fit_probe" and r["combination"] == combo and r["method"] == "estimate"
         }
-        b = answer["largest"]
+        b = answer.get("largest_estimated", answer["largest"])  # the estimate's boundary
         assert b >= 1 and est[b] is True and est[b + 1] is False, (combo, est)
         assert any(r["method"] == "run" and r["value"] == b for r in lines if r.get("combination") == combo)
+        if "largest_estimated" in answer:  # a real run refused it: the headline is what runs found below
+            runs = {
+                r["value"]: r["fits"] for r in lines if r.get("combination") == combo and r["method"] == "run"
+            }
+            assert answer["verified_by_run"] is False and answer["largest"] < b and runs[b] is False
+            assert answer["largest"] == 0 or runs[answer["largest"]] is True
+            assert runs.get(answer["largest"] + 1, False) is False
     assert (
         answers["tiny/train/activation_checkpointing"]["largest"] > answers["tiny/train/baseline"]["largest"]
     )
@@ -200,16 +207,16 @@ def test_estimated_fit_finds_a_boundary_and_checkpointing_fits_more(write_suite,
     page = build_report([run], tmp_path / "fit.html", "html").read_text()
     (heat, _), (pareto, layout) = page_figures(page)
     fits = heat[0]
-    assert fits["type"] == "heatmap" and fits["x"] == ["24MiB"]
-    assert {y: round(2 ** z[0]) for y, z in zip(fits["y"], fits["z"], strict=True)} == {
-        c: a["largest"] for c, a in answers.items()
-    }
+    assert fits["type"] == "heatmap" and fits["x"] == ["48MiB"]
+    shown = {y: z[0] for y, z in zip(fits["y"], fits["z"], strict=True)}
+    for c, a in answers.items():  # log2 of the answer; nothing fits: no colour
+        assert (shown[c] is None) if a["largest"] == 0 else round(2 ** shown[c]) == a["largest"], (c, shown)
     traces = {t["name"]: t for t in pareto}
-    assert traces["budget 24MiB"]["x"] == [24.0, 24.0] and "Pareto front" in traces
+    assert traces["budget 48MiB"]["x"] == [48.0, 48.0] and "Pareto front" in traces
     # each answer is a marker at its real probe's measured peak, or named under the chart with why
-    plotted = " ".join(traces.get("under 24MiB", {}).get("hovertext", []))
+    plotted = " ".join(traces.get("under 48MiB", {}).get("hovertext", []))
     for combo in answers:
-        assert combo in plotted or f"{combo} @ 24MiB" in page, combo
+        assert combo in plotted or f"{combo} @ 48MiB" in page, combo
     assert layout["xaxis"]["title"]["text"].startswith(
         "peak memory, MiB: host RSS above the post-import base"
     )
@@ -350,3 +357,25 @@ def test_a_multi_rank_batch_moves_in_whole_per_rank_batches(write_suite, tmp_pat
         assert cell_text(answer).startswith(str(largest))
     else:
         assert asked == [2] and cell_text(answer) == "does not fit at 2 (2 ranks x 1)"
+
+
+@pytest.mark.parametrize("truth", [0, 1, 5, 1800, 1950, 1980, 2190])
+def test_below_an_estimate_that_did_not_fit_runs_find_the_real_answer(truth: int):
+    """The estimate said 2191 and a real run said no: real probes below it find the largest that fits,
+    in few probes when the estimate was close, and 'does not fit' when nothing does."""
+    from harness.fit.search import largest_below
+
+    result = largest_below(lambda v: v <= truth, fails_at=2191)
+    assert result.largest == truth and result.first_failing == (truth + 1 if truth else 1)
+    assert all(v < 2191 for v, _ in result.probed)
+    if truth >= 0.9 * 2191:  # within 10 %: 0.9x first, then a binary search of the last tenth
+        assert len(result.probed) <= 9
+    assert len(result.probed) <= 2 * 12  # halving, then a binary search: logarithmic either way
+
+
+def test_a_corrected_answer_reads_as_measured_beside_the_estimate():
+    cell = cell_text(
+        {"largest": 2161, "largest_estimated": 2191, "verified_by_run": False, "tokens_per_s": 5881.0}
+    )
+    assert cell == "2161 · 5,881 tok/s (measured; the estimate's 2191 did not fit)"
+    assert "real probe" not in cell

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.fit.budget import Budget
-from harness.fit.search import largest_fitting
+from harness.fit.search import largest_below, largest_fitting
 
 if TYPE_CHECKING:
     from harness.case import CaseSpec
@@ -297,8 +297,41 @@ def fit_one(
         check = prober.real(case, combo, opts.axis, result.largest * step, budget)
         answer["verified_by_run"] = check["fits"]
         answer["tokens_per_s"] = check.get("tokens_per_s")
+        if check["fits"] is False:  # the headline must not say it fits: find the real answer below
+            answer.update(_corrected(case, combo, opts.axis, budget, prober, result.largest, step, lowest))
     prober.log.append(answer)
     return answer
+
+
+def _corrected(
+    case: CaseSpec,
+    combo: str,
+    axis: str,
+    budget: Budget,
+    prober: Prober,
+    estimated: int,
+    step: int,
+    lowest: int,
+) -> dict[str, Any]:
+    """The estimate said `estimated` fits and a real run said no: real probes below it give the answer
+    (the estimate's stays as largest_estimated)."""
+    runs: dict[int, dict[str, Any]] = {}
+
+    def probe(v: int) -> bool | None:
+        runs[v] = prober.real(case, combo, axis, v * step, budget)
+        fits: bool | None = runs[v]["fits"]
+        return fits
+
+    below = largest_below(probe, estimated, lowest)
+    return {
+        "largest_estimated": estimated * step,
+        "largest": None if below.undecided and below.largest == 0 else below.largest * step,
+        "first_failing": below.first_failing * step if below.first_failing else below.first_failing,
+        "at_axis_maximum": False,
+        "corrected_by_runs": [v * step for v, _ in below.probed],
+        "tokens_per_s": runs.get(below.largest, {}).get("tokens_per_s"),
+        "reason": _reason(below, runs, step, lowest) if below.largest == 0 or below.undecided else None,
+    }
 
 
 def batch_step(case: CaseSpec, axis: str) -> int:

@@ -63,3 +63,39 @@ def largest_fitting(probe: Callable[[int], bool | None], maximum: int, minimum: 
             hi = mid
     result.largest, result.first_failing = lo, hi
     return result
+
+
+def largest_below(probe: Callable[[int], bool | None], fails_at: int, minimum: int = 1) -> SearchResult:
+    """The largest value that fits, knowing `fails_at` does not (an estimate's answer a real run refused):
+    step down from just under it (estimates are near: 0.9x first, then halving) to a value that fits,
+    then binary search up to `fails_at`. Few probes when the estimate was close."""
+    result = SearchResult(largest=0, first_failing=fails_at)
+
+    def ask(v: int) -> bool | None:
+        answer = probe(v)
+        result.probed.append((v, answer))
+        if answer is None:
+            result.undecided = True
+        return answer
+
+    hi, v = fails_at, max(minimum, min(fails_at - 1, int(fails_at * 0.9)))
+    while True:
+        answer = ask(v)
+        if answer is None:
+            return result
+        if answer:
+            break
+        hi = v
+        if v == minimum:
+            result.first_failing = minimum
+            return result
+        v = max(minimum, v // 2)
+    lo = v
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        answer = ask(mid)
+        if answer is None:
+            break
+        lo, hi = (mid, hi) if answer else (lo, mid)
+    result.largest, result.first_failing = lo, hi
+    return result

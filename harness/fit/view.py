@@ -23,7 +23,9 @@ def cell_text(answer: dict[str, Any] | None) -> str:
     tps = answer.get("tokens_per_s")
     if isinstance(tps, (int, float)):
         text += f" · {tps:,.0f} tok/s"
-    if answer.get("verified_by_run") is False:
+    if answer.get("largest_estimated") is not None:  # the estimate's answer failed; runs found this one
+        text += f" (measured; the estimate's {answer['largest_estimated']} did not fit)"
+    elif answer.get("verified_by_run") is False:
         text += " (real probe: does not fit)"
     return text
 

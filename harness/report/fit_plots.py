@@ -105,7 +105,8 @@ def fit_points(answers: Sequence[Mapping[str, Any]], probes: Sequence[Mapping[st
                 peak_bytes=int(probe["peak_bytes"]) if probe else None,
                 peak_kind=str(probe.get("peak_kind")) if probe else None,
                 estimated=bool(probe and probe.get("method") == "estimate"),
-                over_budget=a.get("verified_by_run") is False,
+                # runs below a refused estimate found the answer: it fits, measured
+                over_budget=a.get("verified_by_run") is False and a.get("largest_estimated") is None,
                 tokens_per_s=float(tps) if isinstance(tps, (int, float)) and tps > 0 else None,
                 cell=cell_text(dict(a)),
             )
