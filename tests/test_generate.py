@@ -305,3 +305,29 @@ def test_a_cache_that_holds_other_than_its_layout_says_is_named() -> None:
         "(a library cache that ignores one?)"
     )
     assert _mismatch(1024, 1024) is None and _mismatch(1030, 1024) is None  # within 1 %
+
+
+def test_a_static_cache_keeps_what_the_dynamic_baseline_keeps_on_a_windowed_config(write_suite, tmp_path):
+    """A Mistral config's own sliding_window must not window only the static side of a pair: it did
+    (StaticCache(config=...)), and static read 16384 bytes against the baseline's 48128."""
+    suite = write_suite(
+        """\
+        version: 1
+        defaults: {warmup_steps: 1, measured_steps: 1, reference_steps: 0, quality: false, timing_pass: false,
+                   breakdown: false}
+        models:
+          mistral: {hf: mistral-7b, num_hidden_layers: 1, hidden_size: 64, intermediate_size: 64,
+                    num_attention_heads: 4, num_key_value_heads: 4, head_dim: 16, vocab_size: 256,
+                    max_position_embeddings: 64, sliding_window: 16}
+        workloads: {gen: {kind: generate, batch_size: 2, prompt_len: 40, new_tokens: 8}}
+        techniques: {baseline: [], static: [static_cache]}
+        matrix: {model: [mistral], workload: [gen], techniques: [baseline, static]}
+        """
+    )
+    proc = run_cli("run", str(suite), "--results", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = (tmp_path / "r").iterdir()
+    recs = {r["techniques_name"]: r for r in map(json.loads, (run / "results.jsonl").open())}
+    for name, r in recs.items():
+        assert r["kv_cache_bytes"] == r["kv_cache_analytic_bytes"] == 2 * 4 * 16 * 47 * 2 * 4, name
+        assert r["kv_cache_mismatch_reason"] is None, name

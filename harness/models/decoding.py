@@ -78,7 +78,7 @@ class HFDecoder:
             Cache,
             DynamicCache,
             DynamicSlidingWindowLayer,
-            StaticCache,
+            StaticLayer,
             StaticSlidingWindowLayer,
         )
 
@@ -99,7 +99,10 @@ class HFDecoder:
                         for _ in range(n)
                     ]
                 )
-            return StaticCache(config=self.model.config, max_cache_len=max_tokens)
+            # Plain static layers, as the dynamic baseline's: StaticCache(config=...) would window every
+            # layer of a config with `sliding_window` (Mistral's 4096) and the pair would differ in more
+            # than the storage. A window is sliding_window_cache's, the same on both.
+            return Cache(layers=[StaticLayer(max_cache_len=max_tokens) for _ in range(n)])
         if spec.window:
             return Cache(layers=[DynamicSlidingWindowLayer(sliding_window=spec.window) for _ in range(n)])
         return DynamicCache()
