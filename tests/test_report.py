@@ -500,3 +500,31 @@ def test_the_same_run_named_twice_counts_once(tmp_path):
     once = build_report([run], tmp_path / "once.csv", "csv").read_text().splitlines()
     twice = build_report([run, run / "results.jsonl", tmp_path / "root"], tmp_path / "twice.csv", "csv")
     assert twice.read_text().splitlines() == once
+
+
+def test_a_multi_rank_case_is_named_not_drawn_on_another_figure_s_axis():
+    """zero1/fsdp2 have no tensor peak, only their ranks' RSS: plotted on the tensor-peak axis they sat
+    at 85 MiB among 2-4 MiB points, and their timeline was the launcher's flat line. Both are named
+    under the charts instead."""
+    scope = "max over ranks (each rank's own VmHWM); launcher_* is the case process"
+    recs = [
+        make_record(peak=50 * MiB, breakdown={"tensor_peak_bytes": 4 * MiB}, tokens_per_s=100.0),
+        make_record(
+            techniques=("x",), peak=40 * MiB, breakdown={"tensor_peak_bytes": 3 * MiB}, tokens_per_s=90.0
+        ),
+        make_record(techniques=("zero1",), peak=85 * MiB, host_memory_scope=scope, tokens_per_s=80.0),
+    ]
+    frame = tidy(pd.DataFrame([_flat(r) for r in recs]))
+    ((_title, fig),) = pareto_figures(savings(frame))
+    drawn = [x for trace in fig.data for x in (trace.x or [])]
+    assert max(drawn) < 5  # MiB: tensor peaks only
+    assert (
+        "not drawn (their peak is another figure than this axis'): zero1" in fig.layout.annotations[-1].text
+    )
+    rows = records(frame)
+    timelines = {(r["run_id"], r["case_id"]): make_timeline(10 * MiB) for r in rows}
+    ((_title, tl),) = timeline_figures(frame, timelines)
+    assert [t.name for t in tl.data] == ["baseline", "x"]
+    assert (
+        "multi-rank: the sampler sees the launcher, not the ranks): zero1" in tl.layout.annotations[-1].text
+    )

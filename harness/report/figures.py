@@ -51,7 +51,18 @@ def pareto_figures(saved: pd.DataFrame) -> list[Titled]:
     figures = []
     ok = saved[(saved["status"] == "ok") & saved["peak_bytes"].notna() & saved["tokens_per_s"].notna()]
     for label, rows in groups(ok):
-        figures.append((f"Pareto: {label}", _pareto(rows)))
+        # One axis, one figure: rows whose headline peak is another figure (a multi-rank case has no
+        # tensor peak, only its ranks' RSS) are named under the chart, never drawn on this axis.
+        metric = rows["peak_metric"].value_counts().index[0]
+        fig = _pareto(rows[rows["peak_metric"] == metric])
+        others = rows[rows["peak_metric"] != metric]
+        if len(others):
+            names = ", ".join(escape_plotly(str(n)) for n in others["techniques_name"])
+            fig.add_annotation(
+                text=f"not drawn (their peak is another figure than this axis'): {names}", showarrow=False,
+                xref="paper", yref="paper", x=0, y=-0.28, xanchor="left", font={"size": 11},
+            )  # fmt: skip
+        figures.append((f"Pareto: {label}", fig))
     return figures
 
 
@@ -134,10 +145,25 @@ def timeline_figures(
     build, warm-up and measured phases line up (each stretched to one unit)."""
     figures = []
     for label, rows in groups(frame):
-        cases = [r for r in records(rows) if (r["run_id"], r["case_id"]) in timelines]
+        # A multi-rank case's timeline is its launcher's (the sampler does not see the ranks): not drawn.
+        drawn = [r for r in records(rows) if (r["run_id"], r["case_id"]) in timelines]
+        cases = [r for r in drawn if not _multi_rank(r)]
         if cases:
-            figures.append((f"Memory timeline: {label}", _timeline(cases, timelines)))
+            fig = _timeline(cases, timelines)
+            skipped = ", ".join(escape_plotly(str(r["techniques_name"])) for r in drawn if _multi_rank(r))
+            if skipped:
+                fig.add_annotation(
+                    text=f"not drawn (multi-rank: the sampler sees the launcher, not the ranks): {skipped}",
+                    showarrow=False, xref="paper", yref="paper", x=0, y=1.08, xanchor="left",
+                    font={"size": 11},
+                )  # fmt: skip
+            figures.append((f"Memory timeline: {label}", fig))
     return figures
+
+
+def _multi_rank(row: Mapping[str, Any]) -> bool:
+    scope: Any = row.get("host_memory_scope")
+    return isinstance(scope, str) and scope.startswith("max over ranks")
 
 
 # The phases whose peaks the record's figures cover; startup (the import ramp) lies below the base and

@@ -130,6 +130,7 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
     ):
         out[name] = row.get(name)
     out["node_host"] = row.get("node.host")  # which machine ran it (an executor's node)
+    out["host_memory_scope"] = row.get("host_memory_scope")  # a multi-rank case: its ranks' RSS
     # In a frame of several runs every row has every run's artefact columns; the missing ones are NaN.
     out["artifacts"] = {
         k.removeprefix("artifacts."): v
