@@ -234,3 +234,35 @@ def test_a_one_token_window_on_a_transformers_model_is_unsupported(write_suite):
         "keeps every token; use 2+",
         "qwen/g/w2": None,
     }
+
+
+def test_a_quantized_cache_beside_a_static_or_windowed_one_on_hf_is_unsupported(write_suite):
+    """Refused at expansion with the reason (it ran and failed as `error`); the built-in model has all
+    three forms and runs the combination."""
+    from harness.runner.preflight import unsupported_reason
+    from harness.suite.load import load_suite
+    from harness.techniques.base import Environment
+
+    suite = load_suite(
+        write_suite(
+            """\
+            version: 1
+            models:
+              ci: {size: ci}
+              qwen: {hf: qwen2.5-0.5b, num_hidden_layers: 1, hidden_size: 64, intermediate_size: 128,
+                     num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 256}
+            workloads: {g: {kind: generate, batch_size: 1, prompt_len: 8, new_tokens: 4}}
+            techniques:
+              kvall: [{kv_cache_quantization: {bits: 4, group_size: 4}}, static_cache,
+                      {sliding_window_cache: {window: 8}}]
+              kv8: [{kv_cache_quantization: {bits: 8}}]
+            matrix: {model: [ci, qwen], workload: [g], techniques: [kvall, kv8]}
+            """
+        )
+    )
+    reasons = {c.name: unsupported_reason(c, Environment(cuda_available=False)) for c in suite.cases}
+    assert reasons["qwen/g/kvall"] == (
+        "kv_cache_quantization: on a transformers model the quantized cache is dynamic and unwindowed; "
+        "drop sliding_window_cache, static_cache"
+    )
+    assert reasons["ci/g/kvall"] is None and reasons["qwen/g/kv8"] is None and reasons["ci/g/kv8"] is None

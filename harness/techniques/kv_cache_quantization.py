@@ -42,5 +42,14 @@ class KvCacheQuantization(Technique):
         shape.kv_group = self.config.group_size
         return None
 
+    def combination_reason(self, others: list[Technique], ctx: Context) -> str | None:
+        # On a transformers model the quantized layer is harness's own dynamic one (decoding.new_cache):
+        # it has no static or windowed form, known before a process is spent.
+        shaped = sorted(t.name for t in others if t.name in ("static_cache", "sliding_window_cache"))
+        if ctx.model_source == "hf" and shaped:
+            drop = ", ".join(shaped)
+            return f"on a transformers model the quantized cache is dynamic and unwindowed; drop {drop}"
+        return None
+
     def configure_cache(self, spec: CacheSpec, ctx: Context) -> CacheSpec:
         return spec.with_(bits=self.config.bits, group_size=self.config.group_size)
