@@ -347,3 +347,29 @@ def test_reference_teacher_loads_the_cached_corpus_trained_weights(
     init = Transformer(SIZES["ci"].replace(n_layers=3)).state_dict()
     assert not torch.equal(got["lm_head.weight"], init["lm_head.weight"])
     assert math.isfinite(session.step(0))
+
+
+def test_a_teacher_with_another_vocab_is_unsupported_before_a_process(write_suite):
+    """Decided in the parent from the configs (it ran and failed as error): the KL needs one vocabulary."""
+    from harness.runner.preflight import unsupported_reason
+    from harness.suite.load import load_suite
+    from harness.techniques.base import Environment
+
+    suite = load_suite(
+        write_suite(
+            """\
+            version: 1
+            models:
+              v300: {size: ci, vocab_size: 300}
+              ci: {size: ci}
+            workloads: {d: {kind: distill, teacher: ci, batch_size: 2, seq_len: 16}}
+            techniques: {b: []}
+            matrix: {model: [v300, ci], workload: [d], techniques: [b]}
+            """
+        )
+    )
+    reasons = {c.model_name: unsupported_reason(c, Environment(cuda_available=False)) for c in suite.cases}
+    assert reasons["ci"] is None
+    assert reasons["v300"] is not None and reasons["v300"].startswith(
+        "distill: teacher vocab_size 256 != student vocab_size 300"
+    )

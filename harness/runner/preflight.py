@@ -50,6 +50,9 @@ def unsupported_reason(case: CaseSpec, env: Environment) -> str | None:
     """Why this case cannot run on this machine, decided before a process is spent on it."""
     if case.device == "cuda" and not env.cuda_available:
         return "device cuda requested, but CUDA is not available on this machine"
+    workload_cls = wlreg.get(case.workload_kind)
+    if reason := workload_cls(workload_cls.Config.model_validate(case.workload)).case_reason(case):
+        return f"{case.workload_kind}: {reason}"
     ctx = context_for(case)
     techs = techniques_for(case)
     for tech in techs:

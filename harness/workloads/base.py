@@ -69,6 +69,11 @@ class Workload(ABC):
     def __init__(self, config: WorkloadConfig) -> None:
         self.config = config
 
+    def case_reason(self, case: CaseSpec) -> str | None:
+        """Why this workload cannot run `case` (its model and its options disagree), decided in the
+        parent before a process is spent; the case becomes `unsupported` with it. Default: None."""
+        return None
+
     def prepare(self, case: CaseSpec) -> None:
         """Fill caches the case process will only load (trained weights), in the parent before the case
         process starts, so that work is no part of the case's time or memory. Default: nothing."""

@@ -299,6 +299,16 @@ class Distill(Workload):
             raise TypeError(f"distill needs a DistillConfig, got {type(self.config).__name__}")
         return self.config
 
+    def case_reason(self, case: CaseSpec) -> str | None:
+        teacher = self._config().teacher_config()
+        try:
+            check_vocab(config_of(case.model), teacher)
+        except ValueError as e:
+            return str(e).removeprefix("distill: ")
+        if case.seq_len > teacher.max_seq_len:
+            return f"seq_len {case.seq_len} exceeds the teacher's max_seq_len {teacher.max_seq_len}"
+        return None
+
     def prepare(self, case: CaseSpec) -> None:
         """Train (or find in the cache) a reference teacher in the parent, before the case process
         starts, so that process only loads it: training is no part of the case's time or memory.
