@@ -394,3 +394,18 @@ def test_bnb_4bit_leaves_layers_off_the_block_grid_unquantized(tmp_path: Path) -
     session, techs, _ = run(tmp_path, techniques, kind="infer", steps=1)
     m = techs["weight_only_quantization"].metrics(session.model)
     assert (m["quantized_layer_count"], m["unquantized_layer_count"]) == (21, 4)
+    assert m["technique_note"].startswith(
+        "weight_only_quantization: 4 of 25 targeted layers kept in full precision"
+    )
+
+
+def test_bnb_4bit_on_cpu_keeps_a_head_whose_width_is_off_the_32_row_grid(tmp_path: Path) -> None:
+    """A 300-token head crashed the AVX512-BF16 inference path ("N must be divisible by block_n"): it
+    stays fp32 on every CPU alike, and the record says so."""
+    pytest.importorskip("bitsandbytes")
+    from harness.techniques.weight_only_quantization import _bnb_cpu_4bit_ok
+
+    assert not _bnb_cpu_4bit_ok(torch.nn.Linear(64, 300), 64) and _bnb_cpu_4bit_ok(
+        torch.nn.Linear(64, 320), 64
+    )
+    assert not _bnb_cpu_4bit_ok(torch.nn.Linear(96, 64), 64)

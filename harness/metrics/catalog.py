@@ -2005,6 +2005,18 @@ SECTIONS: tuple[Section, ...] = (
                 absent="absent without these techniques",
             ),
             M(
+                "technique_note",
+                "text",
+                (
+                    "what a technique did not do that a reader would assume it did, e.g. layers "
+                    "`weight_only_quantization` kept in full precision (bitsandbytes' CPU 4-bit kernel "
+                    "needs in_features % blocksize == 0 and out_features % 32 == 0); shown in the tables' "
+                    "note column"
+                ),
+                measured="case process, the technique's `metrics`",
+                absent="absent when the technique did all it was asked",
+            ),
+            M(
                 "unquantized_layer_count",
                 "count",
                 (

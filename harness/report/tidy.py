@@ -127,6 +127,7 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
         "step_cpu_time_vs_baseline_ratio",
         "step_time_disturbed_reason",
         "host_memory_disturbed_reason",  # ... and whether memory pressure lowered its host figures
+        "technique_note",  # ... and what a technique left undone (layers kept in full precision)
     ):
         out[name] = row.get(name)
     out["node_host"] = row.get("node.host")  # which machine ran it (an executor's node)
@@ -236,6 +237,9 @@ def _saving_row(case: dict[str, Any], base: dict[str, Any] | None) -> dict[str, 
     row["baseline_note"] = _baseline_note(base, peak_comparable)
     if case.get("final_loss_not_finite") is True:  # ok as a run, yet no model to use
         row["baseline_note"] = "diverged: the last step's loss is not finite"
+    note: Any = case.get("technique_note")
+    if isinstance(note, str) and note:
+        row["baseline_note"] = "; ".join(n for n in (row["baseline_note"], note) if n)
     if case.get("baseline_ratios_comparable") is False:  # a ratio of unlike cases is never shown
         for name in ("tensor_peak_ratio", "process_peak_ratio", "peak_ratio", "step_time_ratio",
                      "tokens_per_s_ratio"):  # fmt: skip

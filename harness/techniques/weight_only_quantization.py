@@ -102,10 +102,11 @@ class WeightOnlyQuantization(Technique):
         if not targets:
             self._no_frozen_weights(ctx)
         if self.config.backend == "bitsandbytes" and self.config.scheme != "int8" and ctx.device == "cpu":
-            # bitsandbytes' CPU 4-bit kernel repacks the absmax as (rows, in_features // blocksize):
-            # a layer whose input width is not a multiple of the block (e.g. after structured pruning)
-            # fails there, so it stays in full precision (`metrics` counts it as unquantized).
-            targets = [(n, m) for n, m in targets if _in_features(m) % self.config.blocksize == 0]
+            # bitsandbytes' CPU 4-bit kernel repacks the absmax as (rows, in_features // blocksize), and
+            # its inference path (AVX512-BF16 CPUs) packs rows in blocks of 32: a layer whose input width
+            # is not a multiple of the block, or whose output width is not of 32 (a 300-token head), fails
+            # there, so it stays in full precision on every CPU alike (`metrics` counts and names it).
+            targets = [(n, m) for n, m in targets if _bnb_cpu_4bit_ok(m, self.config.blocksize)]
         if self.config.backend == "torchao":
             _torchao(model, targets, self.config)
         else:
@@ -121,15 +122,22 @@ class WeightOnlyQuantization(Technique):
             "only, and there are none: add an adapter technique (lora) that freezes the base"
         )
 
-    def metrics(self, model: nn.Module) -> dict[str, float | int]:
+    def metrics(self, model: nn.Module) -> dict[str, Any]:
         layers = [m for m in model.modules() if _util.is_quantized_linear(m)]
         targets = _util.target_linears(model, self.config.include_lm_head)
-        return {
+        out: dict[str, Any] = {
             "quantized_layer_count": len(layers),
             "unquantized_layer_count": len(targets),
             "weight_storage_bytes": sum(_weight_bytes(m) for m in layers),
             "dense_weight_bytes": _util.dense_weight_bytes(layers, model),
         }
+        if targets:  # a partial quantization must not read as the technique's whole effect
+            names = ", ".join(n for n, _ in targets[:4]) + (", ..." if len(targets) > 4 else "")
+            out["technique_note"] = (
+                f"weight_only_quantization: {len(targets)} of {len(targets) + len(layers)} targeted layers "
+                f"kept in full precision ({names})"
+            )
+        return out
 
 
 # Workloads without gradients: every targeted weight may be quantized.
@@ -191,11 +199,11 @@ def _torchao(
     quantize_(model, config, filter_fn=lambda m, _fqn: id(m) in chosen)
 
 
-def _in_features(m: nn.Module) -> int:
+def _bnb_cpu_4bit_ok(m: nn.Module, blocksize: int) -> bool:
     from torch import nn
 
     assert isinstance(m, nn.Linear)
-    return int(m.in_features)
+    return int(m.in_features) % blocksize == 0 and int(m.out_features) % 32 == 0
 
 
 def _weight_bytes(m: nn.Module) -> int:
