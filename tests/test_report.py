@@ -528,3 +528,19 @@ def test_a_multi_rank_case_is_named_not_drawn_on_another_figure_s_axis():
     assert (
         "multi-rank: the sampler sees the launcher, not the ranks): zero1" in tl.layout.annotations[-1].text
     )
+
+
+def test_a_generate_case_without_the_quality_pass_has_no_quality_change():
+    """Its step loss is the NLL of its own greedy tokens: MQA read -0.16 nats, an 'improvement' from a
+    lossy change. Without held-out loss or KL the column stays empty; a train case keeps its final loss."""
+    recs = [
+        make_record(workload="gen", loss=[3.0, 2.9], workload_kind="generate"),
+        make_record(workload="gen", techniques=("mqa",), loss=[2.8, 2.74], workload_kind="generate"),
+        make_record(loss=[3.0, 2.9]),
+        make_record(techniques=("x",), loss=[3.0, 2.95]),
+    ]
+    saved = savings(tidy(pd.DataFrame([_flat(r) for r in recs])))
+    by = {(r["workload_name"], r["techniques_name"]): r for r in records(saved)}
+    assert by[("gen", "mqa")]["quality_delta"] is None and by[("gen", "mqa")]["quality_metric"] is None
+    assert by[("train", "x")]["quality_metric"] == "final_loss"
+    assert by[("train", "x")]["quality_delta"] == pytest.approx(0.05)

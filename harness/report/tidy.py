@@ -112,7 +112,10 @@ def _tidy_row(row: dict[str, Any]) -> dict[str, Any]:
     out["process_peak_bytes"], out["process_peak_metric"] = process.value, process.metric
     headline = tensor if tensor.metric is not None else process
     out["peak_bytes"], out["peak_metric"] = headline.value, headline.metric
-    out["quality"], out["quality_metric"] = _first_present(out, QUALITY_METRICS)
+    # A generate case's step loss is the NLL of its own greedy tokens: no measure of quality (a lossy
+    # change can lower it), so without the quality pass its column stays empty.
+    own = [m for m in QUALITY_METRICS if not (m == "final_loss" and row.get("workload_kind") == "generate")]
+    out["quality"], out["quality_metric"] = _first_present(out, own)
     # The record's own paired quality difference (same held-out batches as its baseline) and its label.
     # ... and whether it differs from its baseline in more than the technique (ranks, per-rank batch).
     # ... and what the step-time ratio cell says beside its value (disturbed, why, interval, CPU time).
