@@ -266,6 +266,9 @@ def test_cli_fsdp2_case_halves_parameters_and_state_per_rank(cli_records, baseli
     assert rec["world_size"] == 2 and rec["host_memory_scope"].startswith("max over ranks")
     assert_losses_equal(rec["loss"], losses)
     assert rec["param_count"] == n_params and rec["param_bytes"] == 4 * n_params  # the whole model
+    # ... and so are its stored bytes: the sharded parameters count at their global shape (they read as
+    # one rank's shard, half the model, beside zero1's whole one); buffers are replicated, stored once.
+    assert rec["stored_weight_bytes"] == 4 * n_params + rec["buffer_bytes"]
     # Every dim 0 of this model is even, so each rank's shard is exactly half; every rank steps all
     # tensors (its shards), so each keeps every 4-byte step count.
     for r in rec["ranks"]:

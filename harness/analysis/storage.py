@@ -24,9 +24,22 @@ def stored_weight_bytes(model: nn.Module) -> int:
     """Bytes of every tensor the model holds, each underlying storage counted once."""
     # All held at once: torch.ao's unpacked weights are fresh objects, keyed by id, and a freed one's id
     # could be reused by the next.
-    leaves = [leaf for t in _held_tensors(model) for leaf in _leaves(t)]
+    held = list(_held_tensors(model))
+    # FSDP2 shards each parameter over the ranks (a DTensor): the model's bytes are its global shape's,
+    # as param_bytes counts them, not the one rank's shard its storage holds.
+    sharded = {id(t): t for t in held if _is_dtensor(t)}
+    global_bytes = sum(int(t.numel()) * int(t.element_size()) for t in sharded.values())
+    leaves = [leaf for t in held if id(t) not in sharded for leaf in _leaves(t)]
     seen: set[tuple[str, int]] = set()
-    return sum(_count_once(leaf, seen) for leaf in leaves)
+    return global_bytes + sum(_count_once(leaf, seen) for leaf in leaves)
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch built without distributed
+        return False
+    return isinstance(t, DTensor)
 
 
 def dense_param_count(model: nn.Module) -> int:
