@@ -20,7 +20,7 @@ from rich.table import Table
 from harness import metrics
 from harness.errors import HarnessError
 from harness.metrics.record import flatten
-from harness.report.gate import gated_memory_metrics
+from harness.report.gate import gate_source, gated_memory_metrics
 from harness.report.tidy import (
     DISTURBED_MARK,
     MEMORY_DISTURBED_NOTE,
@@ -118,6 +118,8 @@ def legend(frame: pd.DataFrame, gated: Collection[str], wide: bool) -> list[str]
     pressed = any(memory_disturbed({str(k): v for k, v in r.items()}) for _, r in frame.iterrows())
     low = f"'{DISTURBED_MARK}' on P = {MEMORY_DISTURBED_NOTE}"
     notes = [*([busy] if disturbed else []), *([low] if pressed else [])]
+    if any(mark.values()):
+        notes.append(f"* gated = judged by {gate_source()}")
     if wide:
         return [
             f"tensor peak = {tensor}{mark['tensor_peak_bytes']}; process peak = {process}"

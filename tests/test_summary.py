@@ -106,3 +106,18 @@ def test_a_diverged_case_says_so_beside_its_row() -> None:
     out = io.StringIO()
     print_summary(recs, Console(file=out, width=160, force_terminal=False), gated=frozenset())
     assert "sdpa_attention: diverged: the last step's loss is not finite" in out.getvalue()
+
+
+def test_the_legend_names_the_policy_that_decided_what_is_gated(tmp_path, monkeypatch) -> None:
+    """Read from the working directory: the same run reads gated here and not there, so it says which."""
+    from tests.conftest import ROOT
+
+    def legend_of() -> str:
+        out = io.StringIO()
+        print_summary(records(), Console(file=out, width=160, force_terminal=False))
+        return " ".join(out.getvalue().split())
+
+    monkeypatch.chdir(ROOT)
+    assert "* gated = judged by results/baselines/policy.yaml" in legend_of()
+    monkeypatch.chdir(tmp_path)
+    assert "* gated = judged by the built-in defaults (no results/baselines/policy.yaml here)" in legend_of()

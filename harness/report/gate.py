@@ -19,3 +19,10 @@ def gated_memory_metrics(policy_path: Path | None = None, suite: str | None = No
     policy = load_policy(path if path.is_file() else None)
     resolved = policy.for_suite(suite)
     return frozenset(name for name, p in resolved.items() if isinstance(p, MemoryPolicy) and p.gate)
+
+
+def gate_source(policy_path: Path | None = None) -> str:
+    """Which policy decided what is gated: the file, or the built-in defaults where there is none (the
+    committed one is read from the working directory, so a reader must be told)."""
+    path = policy_path if policy_path is not None else COMMITTED_POLICY
+    return str(path) if path.is_file() else "the built-in defaults (no results/baselines/policy.yaml here)"
