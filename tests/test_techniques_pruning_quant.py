@@ -409,3 +409,13 @@ def test_bnb_4bit_on_cpu_keeps_a_head_whose_width_is_off_the_32_row_grid(tmp_pat
         torch.nn.Linear(64, 320), 64
     )
     assert not _bnb_cpu_4bit_ok(torch.nn.Linear(96, 64), 64)
+
+
+def test_torchao_on_the_head_says_its_weight_is_dequantized_per_call(tmp_path: Path) -> None:
+    """Its tensor peak read 1.09x the baseline's with no word why: the record now says it."""
+    pytest.importorskip("torchao")
+    for include, noted in ((True, True), (False, False)):
+        techniques = [{"weight_only_quantization": {"backend": "torchao", "include_lm_head": include}}]
+        session, techs, _ = run(tmp_path, techniques, kind="infer", steps=1)
+        note = techs["weight_only_quantization"].metrics(session.model).get("technique_note") or ""
+        assert ("torchao dequantizes the head's weight on every call" in note) is noted, note
