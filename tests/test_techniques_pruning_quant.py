@@ -419,3 +419,22 @@ def test_torchao_on_the_head_says_its_weight_is_dequantized_per_call(tmp_path: P
         session, techs, _ = run(tmp_path, techniques, kind="infer", steps=1)
         note = techs["weight_only_quantization"].metrics(session.model).get("technique_note") or ""
         assert ("torchao dequantizes the head's weight on every call" in note) is noted, note
+
+
+@pytest.mark.parametrize(
+    ("techniques", "note"),
+    [
+        (
+            [{"grouped_query_attention": {"kv_heads": 4}}],
+            "grouped_query_attention: the model has 4 K/V heads",
+        ),
+        ([{"grouped_query_attention": {"kv_heads": 2}}], None),
+    ],
+)
+def test_a_technique_that_found_nothing_to_do_says_so(tmp_path: Path, techniques, note) -> None:
+    """ok at ratio 1.00 reads as "no saving": a technique that changed nothing says why in the record."""
+    session, _techs, _ = run(tmp_path, techniques, kind="infer", steps=1)
+    said = {k: v for t in session.techniques for k, v in t.metrics(session.model).items()}.get(
+        "technique_note"
+    )
+    assert (said is None) if note is None else (said is not None and said.startswith(note)), said

@@ -239,3 +239,32 @@ def test_peft_matches_manual_lora(tmp_path: Path) -> None:
             if isinstance(module, _adapter_modules.LoRALinear):
                 peft.model.get_submodule(name).lora_A["default"].weight.copy_(module.lora_A)
     assert losses(peft) == pytest.approx(losses(manual), rel=1e-5)
+
+
+def test_tying_an_already_tied_model_says_it_changed_nothing(write_suite) -> None:
+    from harness.runner.session import open_session
+    from harness.suite.load import load_suite
+
+    suite = load_suite(
+        write_suite(
+            """\
+            version: 1
+            defaults: {reference_steps: 0, data: random}
+            models:
+              gpt2: {hf: gpt2, n_layer: 1, n_embd: 32, n_head: 2, vocab_size: 256, n_positions: 64}
+              ci: {size: ci}
+            workloads: {w: {kind: infer, batch_size: 1, seq_len: 8}}
+            techniques: {tie: [tied_embeddings]}
+            matrix: {model: [gpt2, ci], workload: [w], techniques: [tie]}
+            """
+        )
+    )
+    notes = {}
+    for case in suite.cases:
+        session = open_session(case)
+        metrics = {k: v for t in session.techniques for k, v in t.metrics(session.model).items()}
+        notes[case.model_name] = metrics.get("technique_note")
+    assert notes == {
+        "gpt2": "tied_embeddings: the model's embeddings and head were tied already",
+        "ci": None,
+    }

@@ -113,7 +113,7 @@ def run(case_path: Path, ctl: Control) -> dict[str, Any]:
         _steps(torch, session, measured, out, on_cuda, stop=stop)
         ctl.mark("measured", **_gpu_phase(torch, on_cuda))
         profile.stop()
-        for t in techniques_for(case):
+        for t in session.techniques:  # those that built it: a technique may say what it found then
             out.update(t.metrics(session.model))
         out.update(session.extra_metrics())
         out["status"] = "ok"

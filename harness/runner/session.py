@@ -42,4 +42,7 @@ def open_session(case: CaseSpec, ctx: Context | None = None) -> Session:
     workload = wlreg.get(case.workload_kind)(
         wlreg.get(case.workload_kind).Config.model_validate(case.workload)
     )
-    return workload.setup(case, techniques_for(case), ctx, case.warmup_steps + case.measured_steps)
+    techniques = techniques_for(case)
+    session = workload.setup(case, techniques, ctx, case.warmup_steps + case.measured_steps)
+    session.techniques = techniques  # the instances that built the model report on it (metrics)
+    return session

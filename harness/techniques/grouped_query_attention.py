@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
@@ -70,14 +70,21 @@ class GroupedQueryAttention(Technique):
                 "grouped_query_attention needs attention modules with separate k_proj and v_proj "
                 f"(harness's model, Llama/Mistral/Qwen2); {type(model).__name__} has none (GPT-2 fuses them)"
             )
+        self._unchanged = all(_kv_heads(m) == self.config.kv_heads for m in attns)  # said in metrics
         with torch.no_grad():
             for module in attns:
                 _pool(module, self.config.kv_heads)
         return model
 
-    def metrics(self, model: nn.Module) -> dict[str, int]:
+    def metrics(self, model: nn.Module) -> dict[str, Any]:
         heads = {_kv_heads(m) for m in model.modules() if hasattr(m, "k_proj") and hasattr(m, "head_dim")}
-        return {"kv_heads_count": min(heads)} if heads else {}
+        out: dict[str, Any] = {"kv_heads_count": min(heads)} if heads else {}
+        if getattr(self, "_unchanged", False):  # ok and ratio 1.00 would otherwise read as "no saving"
+            kv = self.config.kv_heads
+            out["technique_note"] = (
+                f"grouped_query_attention: the model has {kv} K/V heads already; nothing pooled"
+            )
+        return out
 
 
 def _kv_heads(attn: nn.Module) -> int:

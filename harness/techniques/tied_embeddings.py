@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.models.source import ModelSource
 from harness.techniques.base import Context, Environment, Phase, Technique
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from harness.analysis.shape import Shape
 
 
@@ -27,8 +29,23 @@ class TiedEmbeddings(Technique):
         return None
 
     def configure_model(self, cfg: ModelSource, ctx: Context) -> ModelSource:
+        self._already_tied = _tied(cfg)  # said in metrics: ok at ratio 1.00 would read as "no saving"
         return cfg.replace(tie_embeddings=True)
+
+    def metrics(self, model: nn.Module) -> dict[str, Any]:
+        if getattr(self, "_already_tied", False):
+            return {"technique_note": "tied_embeddings: the model's embeddings and head were tied already"}
+        return {}
 
     def adjust_prediction(self, shape: Shape) -> str | None:
         shape.cfg = shape.cfg.replace(tie_embeddings=True)
         return None
+
+
+def _tied(cfg: ModelSource) -> bool:
+    """Whether the config ties the head to the embedding already (harness's or transformers' field)."""
+    from harness.models.hf import HfModelConfig
+
+    if isinstance(cfg, HfModelConfig):
+        return bool(cfg.merged().get("tie_word_embeddings"))
+    return bool(getattr(cfg, "tie_embeddings", False))

@@ -36,6 +36,7 @@ class Session(ABC):
     model: nn.Module
     samples_per_step: int
     tokens_per_step: int
+    techniques: list[Technique]  # set by runner.session.open_session: the instances that built the model
 
     @abstractmethod
     def step(self, i: int) -> float:
