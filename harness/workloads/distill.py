@@ -305,8 +305,6 @@ class Distill(Workload):
             check_vocab(config_of(case.model), teacher)
         except ValueError as e:
             return str(e).removeprefix("distill: ")
-        if case.seq_len > teacher.max_seq_len:
-            return f"seq_len {case.seq_len} exceeds the teacher's max_seq_len {teacher.max_seq_len}"
         return None
 
     def prepare(self, case: CaseSpec) -> None:
