@@ -22,10 +22,8 @@ class SearchResult:
         return self.first_failing is None and not self.undecided
 
 
-def largest_fitting(probe: Callable[[int], bool | None], maximum: int, minimum: int = 1) -> SearchResult:
-    """From `minimum` (the smallest value the case can take: 1, or a generate case's new tokens + 1 on
-    the seq_len axis) up to `maximum`."""
-    result = SearchResult(largest=0, first_failing=None)
+def _recorder(probe: Callable[[int], bool | None], result: SearchResult) -> Callable[[int], bool | None]:
+    """`probe`, with every answer kept in `result` (and a None marking it undecided)."""
 
     def ask(v: int) -> bool | None:
         answer = probe(v)
@@ -33,6 +31,15 @@ def largest_fitting(probe: Callable[[int], bool | None], maximum: int, minimum: 
         if answer is None:
             result.undecided = True
         return answer
+
+    return ask
+
+
+def largest_fitting(probe: Callable[[int], bool | None], maximum: int, minimum: int = 1) -> SearchResult:
+    """From `minimum` (the smallest value the case can take: 1, or a generate case's new tokens + 1 on
+    the seq_len axis) up to `maximum`."""
+    result = SearchResult(largest=0, first_failing=None)
+    ask = _recorder(probe, result)
 
     first = ask(minimum)
     if not first:
@@ -70,13 +77,7 @@ def largest_below(probe: Callable[[int], bool | None], fails_at: int, minimum: i
     step down from just under it (estimates are near: 0.9x first, then halving) to a value that fits,
     then binary search up to `fails_at`. Few probes when the estimate was close."""
     result = SearchResult(largest=0, first_failing=fails_at)
-
-    def ask(v: int) -> bool | None:
-        answer = probe(v)
-        result.probed.append((v, answer))
-        if answer is None:
-            result.undecided = True
-        return answer
+    ask = _recorder(probe, result)
 
     hi, v = fails_at, max(minimum, min(fails_at - 1, int(fails_at * 0.9)))
     while True:
