@@ -3,6 +3,7 @@ and the order of a group's passes (interleaved, so drifting load hits every tech
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from harness.suite.load import load_suite
 def test_snapshot_reads_load_and_between_gives_rates():
     a = hostload.snapshot()
     sum(i * i for i in range(200_000))  # some CPU time passes
+    time.sleep(0.05)  # and jiffies: /proc/stat counts in 10 ms ticks, and none elapsed is no rate (None)
     b = hostload.snapshot()
     out = hostload.between(a, b)
     assert out["wall_s"] >= 0 and out["cpu_count"] >= 1
