@@ -126,18 +126,10 @@ def family_of(model: dict[str, Any]) -> str:
 
 
 def kv_heads_of(model: dict[str, Any]) -> int | None:
-    """The model's key/value heads per layer, read from its config (None for a factory module: known only
-    once built). Techniques check against it before a process is spent."""
-    kind = source_kind(model)
-    if kind == "factory":
-        return None
-    if kind == "hf":
-        m = HfModelConfig.from_dict(model).merged()
-        heads = m.get("n_head") if model["family"] == "gpt2" else m.get("num_attention_heads")
-        kv = None if model["family"] == "gpt2" else m.get("num_key_value_heads")
-        count = kv or heads
-        return int(count) if count else None
-    return int(model.get("n_kv_heads") or model["n_heads"])
+    """The model's key/value heads per layer, from its spec (None for a factory module: known only once
+    built). Techniques check against it before a process is spent."""
+    spec = spec_of(config_of(model))
+    return spec.n_kv_heads if spec is not None else None
 
 
 def config_of(model: dict[str, Any]) -> ModelSource:
